@@ -1,0 +1,126 @@
+"""The ``wxdask`` command: one sub-command per stage, plus ``run``, ``demo`` and tools.
+
+Each stage command loads the config (``--config`` YAML plus its options as
+overrides), gets a Dask client, calls ``<stage>.run(cfg, client)`` and echoes
+where the result went. A :class:`~wxdask.errors.WxdaskError` becomes one red
+line on stderr and exit status 1; anything else keeps its traceback.
+Heavy imports stay inside the commands.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from typing import Any, Callable
+
+import click
+
+from wxdask.errors import WxdaskError
+
+logger = logging.getLogger("wxdask")
+
+
+class _Group(click.Group):
+    """Click group that turns a WxdaskError into one red line and exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except WxdaskError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            ctx.exit(1)
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose < 0 else logging.INFO if verbose == 0 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("wxdask").setLevel(level)
+    for noisy in ("distributed", "tornado", "asyncio", "botocore", "s3fs", "aiobotocore", "werkzeug"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def cluster_options(func: Callable) -> Callable:
+    """Options every stage command shares: config file, scheduler, report, verbosity."""
+
+    @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="YAML config file.")
+    @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any config value.")
+    @click.option("--scheduler", default=None, metavar="ADDRESS", help="Existing Dask scheduler (tcp://host:8786); default: a LocalCluster.")
+    @click.option("--workers", "n_workers", type=int, default=None, help="Workers of the LocalCluster.")
+    @click.option("--performance-report", default=None, type=click.Path(dir_okay=False), help="Write a Dask performance report (HTML).")
+    @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+    @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, config_path: str | None, overrides: tuple[str, ...], scheduler: str | None,
+                n_workers: int | None, performance_report: str | None, verbose: int, quiet: bool, **kwargs: Any) -> Any:
+        _setup_logging(-1 if quiet else verbose)
+        common = {
+            "config_path": config_path,
+            "overrides": list(overrides),
+            "dask": {"scheduler": scheduler, "n_workers": n_workers, "performance_report": performance_report},
+        }
+        return func(*args, common=common, **kwargs)
+
+    return wrapper
+
+
+def load_config(common: dict, **sections: dict) -> Any:
+    """Config from ``--config``, then ``--set`` overrides, then the command's own options."""
+    from wxdask.config import Config
+
+    cfg = Config.from_yaml(common["config_path"], common["overrides"])
+    merged = {"dask": common["dask"], **sections}
+    flat = {f"{sec}.{key}": value for sec, values in merged.items() for key, value in values.items()}
+    return Config.from_dict(_merge(cfg.to_dict(), flat))
+
+
+def _merge(base: dict, flat: dict) -> dict:
+    for key, value in flat.items():
+        if value is None:
+            continue
+        section, _, name = key.partition(".")
+        base.setdefault(section, {})[name] = value
+    return base
+
+
+def run_stage(stage_run: Callable, cfg: Any) -> Any:
+    """Make the client, run one stage under monitoring, close the client."""
+    from wxdask.client import make_client, monitored
+
+    client = make_client(cfg.dask)
+    try:
+        with monitored(cfg.dask):
+            return stage_run(cfg, client)
+    finally:
+        cluster = client.cluster
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="wxdask")
+def main() -> None:
+    """wxdask: HRRR radar archives to searchable, clusterable embeddings, on Dask."""
+
+
+@main.group("config")
+def config_group() -> None:
+    """Inspect the configuration."""
+
+
+@config_group.command("show")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE")
+def config_show(config_path: str | None, overrides: tuple[str, ...]) -> None:
+    """Print the effective configuration as YAML."""
+    import yaml
+
+    from wxdask.config import Config
+
+    cfg = Config.from_yaml(config_path, list(overrides))
+    click.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
