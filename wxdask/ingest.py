@@ -164,8 +164,8 @@ def check_message(data: bytes, entry: IdxEntry) -> None:
 
     Examples
     --------
-    >>> msg = b"GRIB" + bytes([0, 0, 0, 2]) + (20).to_bytes(8, "big") + b"\\0" * 4 + b"7777"
-    >>> check_message(msg, IdxEntry("1", 0, 20, "", "REFC", "", ""))
+    >>> msg = b"GRIB" + bytes([0, 0, 0, 2]) + (24).to_bytes(8, "big") + b"\\0" * 4 + b"7777"
+    >>> check_message(msg, IdxEntry("1", 0, 24, "", "REFC", "", ""))
     """
     n = len(data)
     if entry.end is not None and n != entry.end - entry.start:
