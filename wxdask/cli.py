@@ -126,5 +126,44 @@ def config_show(config_path: str | None, overrides: tuple[str, ...]) -> None:
     click.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
+@main.command()
+@click.option("--start", default=None, help="First initialisation time, e.g. 2019-09-20T00 (UTC).")
+@click.option("--end", default=None, help="End time, exclusive.")
+@click.option("--leads", default=None, help="Forecast leads in hours, e.g. 0,1,2 (default 0).")
+@click.option("--store", "store_url", default=None, help="Zarr store path or URL.")
+@click.option("--source", default=None, help="Archive root (default s3://noaa-hrrr-bdp-pds) or a local directory.")
+@click.option("--endpoint-url", default=None, help="S3 endpoint of the source (default: AWS).")
+@cluster_options
+def ingest(start: str | None, end: str | None, leads: str | None, store_url: str | None, source: str | None,
+           endpoint_url: str | None, common: dict) -> None:
+    """Read HRRR REFC from the archive into the Zarr store (resumable)."""
+    from wxdask import ingest as stage
+
+    cfg = load_config(common, store={"url": store_url},
+                      ingest={"start": start, "end": end, "leads": leads, "source": source, "endpoint_url": endpoint_url})
+    click.echo(run_stage(stage.run, cfg))
+
+
+@main.command("serve-archive")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("--port", default=0, type=int, help="Port on 127.0.0.1 (default: a free one).")
+def serve_archive(directory: str, port: int) -> None:
+    """Serve a synthetic archive DIRECTORY on a local S3 endpoint until stopped."""
+    import threading
+
+    from wxdask.s3local import ARCHIVE_BUCKET, LocalS3
+
+    _setup_logging(0)
+    with LocalS3(port=port) as s3:
+        n = s3.upload_archive(directory)
+        click.echo(f"serving {n} objects as s3://{ARCHIVE_BUCKET} at {s3.endpoint_url}")
+        click.echo(f"  wxdask ingest --source s3://{ARCHIVE_BUCKET} --endpoint-url {s3.endpoint_url} ...")
+        click.echo("press Ctrl-C to stop")
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            click.echo("stopped")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -8,20 +8,42 @@ I/O: :func:`run`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
+import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import xarray as xr
 
-from wxdask.errors import CorruptMessageError, SourceNotFoundError
+from wxdask import store
+from wxdask.client import compute
+from wxdask.config import Config, StoreConfig
+from wxdask.errors import CorruptMessageError, SourceError, SourceNotFoundError
+from wxdask.grid import Grid, grid_from_message, grid_mapping_attrs, latlon, projection_xy
+
+if TYPE_CHECKING:
+    from dask.delayed import Delayed
+    from distributed import Client
 
 __all__ = [
     "IdxEntry",
+    "Source",
+    "SlotResult",
+    "STATUS",
     "hrrr_key",
     "parse_idx",
     "find_refc",
     "check_message",
+    "decode_refc",
+    "fetch_refc",
+    "ingest_slot",
+    "refc_template",
+    "ingest",
+    "summarize",
+    "run",
 ]
 
 logger = logging.getLogger(__name__)
@@ -179,3 +201,430 @@ def check_message(data: bytes, entry: IdxEntry) -> None:
         raise CorruptMessageError(f"message at byte {entry.start} says it is {total} bytes long, got {n}")
     if data[-4:] != b"7777":
         raise CorruptMessageError(f"message at byte {entry.start} does not end with '7777'")
+
+
+# --------------------------------------------------------------------------
+# Slot status codes (the store's ``status`` variable)
+# --------------------------------------------------------------------------
+
+#: ``status`` codes and their meanings (CF flag_values / flag_meanings).
+STATUS = {
+    "not_tried": 0,
+    "ok": 1,
+    "absent": 2,
+    "missing_idx": 3,
+    "no_refc": 4,
+    "corrupt": 5,
+    "failed": 6,
+}
+STATUS_NAMES = {code: name for name, code in STATUS.items()}
+
+
+def decode_refc(data: bytes, grid: Grid | None = None) -> tuple[np.ndarray, Grid]:
+    """Decode one REFC GRIB2 message held in memory.
+
+    Parameters
+    ----------
+    data : bytes
+        One whole message (see :func:`check_message`).
+    grid : Grid, optional
+        The grid the message must be on.
+
+    Returns
+    -------
+    values : numpy.ndarray
+        ``(ny, nx)`` int16 in 1/16 dBZ, row 0 south (HRRR's scanning mode 64).
+    grid : Grid
+        The message's grid.
+
+    Raises
+    ------
+    CorruptMessageError
+        If the message is not REFC, is on another grid, is not on the 1/16 dB
+        lattice, or holds values that REFC cannot have.
+    """
+    import eccodes
+
+    handle = eccodes.codes_new_from_message(data)
+    try:
+        ident = tuple(eccodes.codes_get(handle, k) for k in ("discipline", "parameterCategory", "parameterNumber"))
+        if ident != (0, 16, 196):
+            raise CorruptMessageError(f"message is discipline/category/number {ident}, not REFC (0, 16, 196)")
+        if eccodes.codes_get(handle, "scanningMode") != 64:
+            raise CorruptMessageError("REFC message has scanningMode != 64 (row 0 must be the southern edge)")
+        found = grid_from_message(handle)
+        if grid is not None and found != grid:
+            raise CorruptMessageError(f"message is on grid {found.name} {found.shape}, store holds {grid.name} {grid.shape}")
+        values = eccodes.codes_get_values(handle)
+    finally:
+        eccodes.codes_release(handle)
+    return _quantise(values, found.shape), found
+
+
+def _quantise(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Float dBZ to exact int16 sixteenths, checking physical range and lattice."""
+    if values.size != shape[0] * shape[1]:
+        raise CorruptMessageError(f"message holds {values.size} values, grid needs {shape[0] * shape[1]}")
+    lo, hi = float(values.min()), float(values.max())
+    if not (REFC_MIN - 1e-3 <= lo and hi <= REFC_MAX) or not np.isfinite(values).all():
+        raise CorruptMessageError(f"REFC values span {lo:.2f}..{hi:.2f} dBZ, outside the possible {REFC_MIN}..{REFC_MAX}")
+    scaled = values * 16.0
+    packed = np.rint(scaled)
+    if np.abs(scaled - packed).max() > 1e-3:
+        raise CorruptMessageError("REFC values are not on the 1/16 dB lattice that HRRR packs them to")
+    return packed.astype(np.int16).reshape(shape)
+
+
+# --------------------------------------------------------------------------
+# Reading the archive (runs on workers)
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the archive is and how to read it (picklable; sent to workers).
+
+    ``root`` is ``s3://bucket[/prefix]`` or a local directory holding
+    ``noaa-hrrr-bdp-pds/`` (or the bucket's content directly).
+    """
+
+    root: str
+    endpoint_url: str | None = None
+    anon: bool = True
+    retries: int = 5
+    backoff: float = 0.5
+
+    def filesystem(self) -> Any:
+        """The fsspec filesystem (cached per process by fsspec)."""
+        import fsspec
+
+        if self.root.startswith("s3://"):
+            opts: dict = {"anon": self.anon}
+            if self.endpoint_url:
+                opts["client_kwargs"] = {"endpoint_url": self.endpoint_url}
+            return fsspec.filesystem("s3", **opts)
+        return fsspec.filesystem("file")
+
+    def path(self, key: str) -> str:
+        """Full path of a key within the archive."""
+        root = self.root.rstrip("/")
+        if root.startswith("s3://"):
+            return f"{root[5:]}/{key}"
+        import os
+
+        bucket_dir = os.path.join(root, "noaa-hrrr-bdp-pds")
+        return os.path.join(bucket_dir if os.path.isdir(bucket_dir) else root, key)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Whether a read error is worth retrying (5xx, throttling, timeouts, dropped connections)."""
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
+        return False
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    transient = {"TimeoutError", "ConnectionError", "ClientError", "BotoCoreError", "ServerDisconnectedError",
+                 "ClientPayloadError", "IncompleteReadError", "ReadTimeoutError", "EndpointConnectionError"}
+    if names & transient:
+        return True
+    return isinstance(exc, OSError)
+
+
+def _read(source: Source, fs: Any, path: str, start: int | None = None, end: int | None = None) -> bytes:
+    """``fs.cat_file`` with retries and exponential backoff for transient failures.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the object does not exist (permanent, never retried).
+    SourceError
+        If a transient failure persists after ``source.retries`` attempts, or
+        the failure is permanent (e.g. access denied).
+    """
+    delay = source.backoff
+    for attempt in range(1, source.retries + 1):
+        try:
+            if start is None:
+                return fs.cat_file(path)
+            return fs.cat_file(path, start=start, end=end)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified below
+            if not _is_transient(exc) or attempt == source.retries:
+                raise SourceError(f"reading {path!r} failed after {attempt} attempt(s): {type(exc).__name__}: {exc}") from exc
+            logger.warning("transient error reading %s (attempt %d/%d): %s; retrying in %.1fs",
+                           path, attempt, source.retries, exc, delay)
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def fetch_refc(source: Source, init_time: np.datetime64, lead: int) -> tuple[bytes, IdxEntry, int]:
+    """Fetch the REFC message of one archive file: the ``.idx``, then one ranged GET.
+
+    Returns
+    -------
+    data : bytes
+        The message.
+    entry : IdxEntry
+        Its sidecar entry.
+    nbytes : int
+        Bytes fetched in all (sidecar included).
+
+    Raises
+    ------
+    SourceNotFoundError
+        ``absent`` (no GRIB file), ``missing_idx`` (GRIB without sidecar) or
+        ``no_refc`` (sidecar lists no REFC), as its ``reason`` attribute.
+    CorruptMessageError, SourceError
+        As raised by :func:`check_message` and the reader.
+    """
+    fs = source.filesystem()
+    key = hrrr_key(init_time, lead)
+    try:
+        idx = _read(source, fs, source.path(key + ".idx"))
+    except FileNotFoundError:
+        reason = "missing_idx" if fs.exists(source.path(key)) else "absent"
+        err = SourceNotFoundError(f"{key}: " + ("GRIB file has no .idx sidecar" if reason == "missing_idx" else "not in the archive"))
+        err.reason = reason  # type: ignore[attr-defined]
+        raise err from None
+    try:
+        entry = find_refc(parse_idx(idx.decode("ascii", errors="replace")), init_time, lead)
+    except SourceNotFoundError as exc:
+        exc.reason = "no_refc"  # type: ignore[attr-defined]
+        raise
+    try:
+        data = _read(source, fs, source.path(key), entry.start, entry.end)
+    except FileNotFoundError:
+        err = SourceNotFoundError(f"{key}: .idx present but GRIB file missing")
+        err.reason = "absent"  # type: ignore[attr-defined]
+        raise err from None
+    check_message(data, entry)
+    return data, entry, len(idx) + len(data)
+
+
+@dataclass(frozen=True)
+class SlotResult:
+    """What happened to one ``(time, lead_time)`` slot."""
+
+    time: np.datetime64
+    lead: int
+    status: str
+    detail: str = ""
+    nbytes: int = 0
+    message_bytes: int = 0
+
+
+def ingest_slot(source: Source, store_cfg: StoreConfig, grid: Grid, init_time: np.datetime64, lead: int,
+                index: tuple[int, int]) -> SlotResult:
+    """Fetch, check, decode and write one slot; runs as one Dask task.
+
+    The image and message size are written first and ``status`` last, so a
+    slot interrupted half-way is retried by the next run.
+    """
+    try:
+        data, entry, nbytes = fetch_refc(source, init_time, lead)
+        values, _ = decode_refc(data, grid)
+    except SourceNotFoundError as exc:
+        return _record(store_cfg, index, SlotResult(init_time, lead, getattr(exc, "reason", "absent"), str(exc)))
+    except CorruptMessageError as exc:
+        return _record(store_cfg, index, SlotResult(init_time, lead, "corrupt", f"{hrrr_key(init_time, lead)}: {exc}"))
+    except SourceError as exc:
+        return _record(store_cfg, index, SlotResult(init_time, lead, "failed", str(exc)))
+    store.write_region(store_cfg, {"refc": values, "grib_bytes": np.int32(len(data))}, index)
+    return _record(store_cfg, index, SlotResult(init_time, lead, "ok", "", nbytes, len(data)))
+
+
+def _record(store_cfg: StoreConfig, index: tuple[int, int], result: SlotResult) -> SlotResult:
+    store.write_region(store_cfg, {"status": np.int8(STATUS[result.status])}, index)
+    if result.status != "ok":
+        logger.warning("%s lead %d: %s (%s)", result.time, result.lead, result.status, result.detail)
+    return result
+
+
+# --------------------------------------------------------------------------
+# Lazy wrapper: the store's layout and the graph of slot tasks
+# --------------------------------------------------------------------------
+
+
+def refc_template(times: np.ndarray, leads: tuple[int, ...], grid: Grid, source: str = "") -> xr.Dataset:
+    """The ingest stage's variables, coordinates and attributes, lazily filled.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``refc(time, lead_time, y, x)`` (NaN), ``grib_bytes`` and ``status``
+        (``not_tried``), with ``x``, ``y``, ``latitude``, ``longitude`` and the
+        CF grid mapping ``lambert_conformal``. Chunks: one image per chunk.
+    """
+    import dask.array as da
+
+    nt, nl = len(times), len(leads)
+    ny, nx = grid.shape
+    x, y = projection_xy(grid)
+    lat, lon = latlon(grid)
+    ds = xr.Dataset(
+        {
+            "refc": (("time", "lead_time", "y", "x"), da.full((nt, nl, ny, nx), np.nan, dtype=np.float32, chunks=(1, 1, ny, nx)), {
+                "long_name": "composite reflectivity (entire atmosphere)",
+                "units": "dBZ",
+                "grid_mapping": "lambert_conformal",
+                "coordinates": "latitude longitude",
+                "grid": grid.name,
+                "orientation": "row 0 (y index 0) is the southern edge, as HRRR stores it (scanningMode 64)",
+                "encoding_note": "stored losslessly as int16 sixteenths of a dB (the GRIB message's 1/16 dB steps, -10 floor kept)",
+                "grib_parameter": "discipline 0, category 16, number 196 (REFC), surface type 10",
+            }),
+            "grib_bytes": (("time", "lead_time"), da.zeros((nt, nl), dtype=np.int32, chunks=(1, 1)), {
+                "long_name": "size of the REFC GRIB2 message", "units": "bytes"}),
+            "status": (("time", "lead_time"), da.zeros((nt, nl), dtype=np.int8, chunks=(1, 1)), {
+                "long_name": "why each slot is or is not filled",
+                "flag_values": list(STATUS.values()),
+                "flag_meanings": " ".join(STATUS),
+            }),
+            "lambert_conformal": ((), np.int32(0), grid_mapping_attrs(grid)),
+        },
+        coords={
+            "time": ("time", np.asarray(times, dtype="datetime64[ns]"), {"long_name": "model initialisation time (UTC)"}),
+            "lead_time": ("lead_time", np.asarray(leads, dtype=np.int16), {"long_name": "forecast lead", "units": "hours"}),
+            "y": ("y", y, {"standard_name": "projection_y_coordinate", "units": "m"}),
+            "x": ("x", x, {"standard_name": "projection_x_coordinate", "units": "m"}),
+            "latitude": (("y", "x"), lat.astype(np.float32), {"standard_name": "latitude", "units": "degrees_north"}),
+            "longitude": (("y", "x"), lon.astype(np.float32), {"standard_name": "longitude", "units": "degrees_east"}),
+        },
+        attrs={"title": "HRRR composite reflectivity", "source": source, "wxdask_grid": dataclasses.asdict(grid)},
+    )
+    return ds
+
+
+#: Zarr encoding of the ingest stage's variables.
+ENCODING = {
+    "refc": {"dtype": "int16", "scale_factor": 1 / 16, "_FillValue": np.int16(-32768), "fill_value": -32768},
+    "grib_bytes": {"fill_value": 0},
+    "status": {"fill_value": 0},
+}
+
+
+def ingest(slots: list[tuple[np.datetime64, int, tuple[int, int]]], source: Source, store_cfg: StoreConfig,
+           grid: Grid) -> list[Delayed]:
+    """One independent task per slot; nothing is computed here.
+
+    Parameters
+    ----------
+    slots : list of (init_time, lead, (time_index, lead_index))
+        Slots to fetch and where they go in the store.
+
+    Returns
+    -------
+    list of dask.delayed.Delayed
+        Each computes to a :class:`SlotResult` after writing its slot.
+    """
+    import dask
+
+    task = dask.delayed(ingest_slot, pure=True)
+    return [
+        task(source, store_cfg, grid, t, lead, index,
+             dask_key_name=f"ingest-{np.datetime_as_string(t, unit='h')}-f{lead:02d}")
+        for t, lead, index in slots
+    ]
+
+
+# --------------------------------------------------------------------------
+# I/O: run the stage
+# --------------------------------------------------------------------------
+
+
+def _check_source(source: Source) -> None:
+    """Fail early, with one clear line, when the archive root cannot be read."""
+    fs = source.filesystem()
+    root = source.root.rstrip("/")
+    target = root[5:].split("/")[0] if root.startswith("s3://") else root
+    try:
+        ok = fs.exists(target)
+    except Exception as exc:  # noqa: BLE001 - any failure here means unreadable
+        raise SourceError(f"cannot read source {source.root!r} ({type(exc).__name__}: {exc})") from None
+    if not ok:
+        where = f" at {source.endpoint_url}" if source.endpoint_url else ""
+        raise SourceNotFoundError(f"source {source.root!r}{where} does not exist or cannot be read")
+
+
+def _probe_grid(source: Source, slots: list[tuple[np.datetime64, int]], limit: int = 48) -> Grid:
+    """The grid of the first readable REFC message among ``slots``."""
+    for t, lead in slots[:limit]:
+        try:
+            data, _, _ = fetch_refc(source, t, lead)
+            return decode_refc(data)[1]
+        except (SourceNotFoundError, CorruptMessageError):
+            continue
+    raise SourceNotFoundError(
+        f"none of the first {min(limit, len(slots))} requested files in {source.root!r} holds a readable REFC "
+        "message, so the grid is unknown; check --start/--end and --source"
+    )
+
+
+def _store_grid(ds: xr.Dataset) -> Grid | None:
+    params = ds.attrs.get("wxdask_grid")
+    return Grid(**params) if params else None
+
+
+def summarize(results: list[SlotResult]) -> str:
+    """A short human summary: counts per status, then every slot that is not ok."""
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    lines = [f"{len(results)} slot(s) attempted: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
+    for r in results:
+        if r.status != "ok":
+            lines.append(f"  {np.datetime_as_string(r.time, unit='h')} f{r.lead:02d}: {r.status}: {r.detail}")
+    return "\n".join(lines)
+
+
+def run(cfg: Config, client: Client) -> str:
+    """Ingest ``cfg.ingest``'s times and leads into ``cfg.store``; return a summary.
+
+    Slots already ``ok`` in the store are skipped, so a rerun (after an
+    interruption, or over a larger range) fetches only what is missing.
+
+    Raises
+    ------
+    ConfigError
+        If start/end are missing or invalid.
+    SourceNotFoundError, SourceError
+        If the source cannot be read at all.
+    StoreLayoutError
+        If the store holds a different grid or variable (it is left intact).
+    """
+    icfg = cfg.ingest
+    times = icfg.times()
+    source = Source(icfg.source, icfg.endpoint_url, icfg.anon, icfg.retries, icfg.backoff)
+    _check_source(source)
+    wanted = [(t, lead) for t in times for lead in icfg.leads]
+
+    grid = _store_grid(store.open_store(cfg.store)) if store.exists(cfg.store) else None
+    if grid is None:
+        grid = _probe_grid(source, wanted)
+    template = refc_template(times, icfg.leads, grid, source=icfg.source)
+    ds = store.init_output(cfg.store, template, ENCODING, check_equal=["x", "y", "refc.attrs"])
+
+    status = ds["status"].sel(time=times.astype("datetime64[ns]"), lead_time=list(icfg.leads)).values
+    time_index = {t: i for i, t in enumerate(ds["time"].values.astype("datetime64[h]"))}
+    lead_index = {int(v): i for i, v in enumerate(ds["lead_time"].values)}
+    todo = [
+        (t, lead, (time_index[t], lead_index[lead]))
+        for (t, lead), code in zip(wanted, status.ravel())
+        if code != STATUS["ok"]
+    ]
+    logger.info("%d of %d slot(s) to fetch (%d already in the store)", len(todo), len(wanted), len(wanted) - len(todo))
+    results: list[SlotResult] = []
+    if todo:
+        futures = client.compute(ingest(todo, source, cfg.store, grid))
+        results = compute(client, futures, cfg.dask)
+    store.set_attrs(cfg.store, {"wxdask_config": cfg.to_dict(), "wxdask_version": _version()})
+    store.consolidate(cfg.store)
+    done = len(wanted) - len(todo)
+    summary = summarize(results) if results else "nothing to fetch"
+    return f"{summary}\n{done} slot(s) were already ok; store: {cfg.store.url}"
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("wxdask")
