@@ -16,7 +16,7 @@ from distributed import Client, LocalCluster, Nanny, performance_report, progres
 from wxdask.config import DaskConfig
 from wxdask.errors import ClusterError
 
-__all__ = ["make_client", "gpu_workers", "monitored", "compute"]
+__all__ = ["make_client", "check_versions", "gpu_workers", "monitored", "compute"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,10 @@ def make_client(cfg: DaskConfig, *, timeout: str = "10s") -> Client:
                 f"cannot reach the Dask scheduler at {cfg.scheduler!r} ({type(exc).__name__}: {exc}); "
                 "is it running, and is the address right?"
             ) from None
+        try:
+            check_versions(client)
+        except (OSError, TimeoutError) as exc:
+            logger.warning("could not compare package versions with the cluster: %s", exc)
     else:
         cluster = LocalCluster(
             n_workers=cfg.n_workers - cfg.gpu_workers,
@@ -60,6 +64,66 @@ def make_client(cfg: DaskConfig, *, timeout: str = "10s") -> Client:
     return client
 
 
+#: Packages whose versions must agree on the client, the scheduler and every worker.
+VERSION_PACKAGES = ("python", "dask", "distributed", "numpy", "xarray", "zarr", "keras")
+
+
+def check_versions(client: Client, packages: tuple[str, ...] = VERSION_PACKAGES) -> list[str]:
+    """Compare package versions of the client, the scheduler and every worker.
+
+    A mismatch between them is the most common failure of a Dask deployment
+    (pickled functions and arrays that load on one side and not the other).
+    Each mismatch is logged as a WARNING naming the package and the version on
+    each side; nothing is raised.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        A connected client.
+    packages : tuple of str
+        Package names to compare (``"python"`` is the interpreter).
+
+    Returns
+    -------
+    list of str
+        One message per package whose versions differ; empty when all agree.
+    """
+    versions = client.get_versions(packages=[p for p in packages if p != "python"])
+    sides: dict[str, dict] = {"client": versions["client"], "scheduler": versions["scheduler"]}
+    workers = {
+        addr: info for addr, info in (versions.get("workers") or {}).items()
+        if isinstance(info, dict) and "packages" in info
+    }
+    messages = []
+    for pkg in packages:
+        seen = {side: _version_of(info, pkg) for side, info in sides.items()}
+        by_version: dict[str | None, list[str]] = {}
+        for addr, info in sorted(workers.items()):
+            by_version.setdefault(_version_of(info, pkg), []).append(addr)
+        if len(set(seen.values()) | set(by_version)) <= 1:
+            continue
+        parts = [f"{side} {ver or 'not installed'}" for side, ver in seen.items()]
+        if len(by_version) == 1:
+            (ver, _), = by_version.items()
+            parts.append(f"workers {ver or 'not installed'}")
+        else:
+            parts += [f"workers {', '.join(addrs)} {ver or 'not installed'}" for ver, addrs in by_version.items()]
+        message = (
+            f"version mismatch for {pkg}: {'; '.join(parts)}. Build the images and the client "
+            "environment from the same lock (deploy/requirements.lock)."
+        )
+        logger.warning(message)
+        messages.append(message)
+    return messages
+
+
+def _version_of(info: dict, pkg: str) -> str | None:
+    if pkg == "python":
+        full = info.get("host", {}).get("python") or info.get("packages", {}).get("python")
+        return ".".join(str(full).split(".")[:3]) if full else None
+    return info.get("packages", {}).get(pkg)
+
+
 def gpu_workers(client: Client) -> list[str]:
     """Addresses of the workers that advertise the ``GPU`` resource."""
     info = client.scheduler_info(n_workers=-1)["workers"]
@@ -77,11 +141,18 @@ def monitored(cfg: DaskConfig) -> Iterator[None]:
         yield
 
 
-def compute(client: Client, futures: Any, cfg: DaskConfig) -> Any:
-    """Wait for futures, with a progress bar on a terminal, and return their results.
+def compute(client: Client | None, collections: list, cfg: DaskConfig) -> list:
+    """Compute dask collections on the cluster and return their results.
 
+    Shows a progress bar on a terminal. With ``client=None`` the collections
+    run in this process on dask's synchronous scheduler (tests, small helpers).
     Errors raised by tasks are re-raised here with their original type.
     """
+    if client is None:
+        import dask
+
+        return list(dask.compute(*collections, scheduler="synchronous"))
+    futures = client.compute(collections)
     if cfg.progress and sys.stderr.isatty():
         progress(futures)
     else:

@@ -577,7 +577,7 @@ def summarize(results: list[SlotResult]) -> str:
     return "\n".join(lines)
 
 
-def run(cfg: Config, client: Client) -> str:
+def run(cfg: Config, client: Client | None) -> str:
     """Ingest ``cfg.ingest``'s times and leads into ``cfg.store``; return a summary.
 
     Slots already ``ok`` in the store are skipped, so a rerun (after an
@@ -615,8 +615,7 @@ def run(cfg: Config, client: Client) -> str:
     logger.info("%d of %d slot(s) to fetch (%d already in the store)", len(todo), len(wanted), len(wanted) - len(todo))
     results: list[SlotResult] = []
     if todo:
-        futures = client.compute(ingest(todo, source, cfg.store, grid))
-        results = compute(client, futures, cfg.dask)
+        results = compute(client, ingest(todo, source, cfg.store, grid), cfg.dask)
     store.set_attrs(cfg.store, {"wxdask_config": cfg.to_dict(), "wxdask_version": _version()})
     store.consolidate(cfg.store)
     done = len(wanted) - len(todo)

@@ -1,0 +1,192 @@
+"""Helpers for tests, benchmarks and the demo: small real stores and a flaky S3 proxy.
+
+Nothing here is mocked: :func:`make_refc_store` writes a synthetic archive and
+ingests it with the real ingest code; :class:`FlakyProxy` is a real HTTP proxy
+on loopback that injects S3 failures in front of a real S3 endpoint.
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import logging
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Iterable
+
+from wxdask.config import Config, StoreConfig
+
+__all__ = ["make_refc_store", "FlakyProxy"]
+
+logger = logging.getLogger(__name__)
+
+
+def make_refc_store(
+    path: str | Path,
+    start: str,
+    end: str,
+    leads: Iterable[int] = (0,),
+    grid: str = "coarse",
+    seed: int = 0,
+    *,
+    archive_dir: str | Path | None = None,
+    **synth_options: Any,
+) -> StoreConfig:
+    """Write a synthetic archive and ingest it into a store at ``path``.
+
+    Runs in this process (no cluster) on a local archive directory, through the
+    same :func:`wxdask.ingest.run` as the real stage.
+
+    Parameters
+    ----------
+    path : str or Path
+        Where the Zarr store goes.
+    start, end : str
+        Hourly initialisation times, ``end`` exclusive.
+    leads : iterable of int
+        Forecast leads.
+    grid : {"coarse", "hrrr"}
+        Grid of the synthetic archive.
+    seed : int
+        Seed of the synthetic weather.
+    archive_dir : str or Path, optional
+        Where the archive is written (a temporary directory by default).
+    **synth_options
+        Passed to :func:`wxdask.synth.write_archive` (``missing``, ``corrupt``, ...).
+
+    Returns
+    -------
+    StoreConfig
+        Pointing at the new store.
+    """
+    from wxdask import ingest, synth
+
+    leads = tuple(leads)
+    tmp = None
+    if archive_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="wxdask-archive-")
+        archive_dir = tmp.name
+    try:
+        synth.write_archive(str(archive_dir), start, end, leads, grid=grid, seed=seed, **synth_options)
+        cfg = Config.from_dict({
+            "store": {"url": str(path)},
+            "ingest": {"start": start, "end": end, "leads": leads, "source": str(archive_dir)},
+            "dask": {"progress": False},
+        })
+        ingest.run(cfg, None)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return cfg.store
+
+
+class FlakyProxy:
+    """An HTTP proxy on loopback that makes some S3 requests fail, as S3 sometimes does.
+
+    Requests are forwarded to ``upstream``. Every request whose path contains
+    ``match`` and whose count (1-based, over matching requests) is in
+    ``fail_on`` is answered with a failure instead: ``"503"`` (SlowDown-style
+    service error), ``"500"``, or ``"drop"`` (connection closed without a reply).
+    ``fail_every=n`` fails every n-th matching request.
+
+    Examples
+    --------
+    >>> with FlakyProxy("http://127.0.0.1:5000", fail_every=3) as proxy:   # doctest: +SKIP
+    ...     proxy.url
+    'http://127.0.0.1:43127'
+    """
+
+    def __init__(self, upstream: str, *, mode: str = "503", fail_every: int = 3,
+                 fail_on: Iterable[int] | None = None, match: str = ".grib2") -> None:
+        if mode not in ("503", "500", "drop"):
+            raise ValueError(f"mode must be '503', '500' or 'drop', got {mode!r}")
+        self.upstream = upstream.removeprefix("http://").rstrip("/")
+        self.mode = mode
+        self.fail_every = fail_every
+        self.fail_on = set(fail_on) if fail_on is not None else None
+        self.match = match
+        self.seen = 0
+        self.failed = 0
+        self._lock = threading.Lock()
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        """Endpoint URL to give s3fs instead of the upstream's."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def _should_fail(self, path: str) -> bool:
+        if self.match not in path:
+            return False
+        with self._lock:
+            self.seen += 1
+            n = self.seen
+            fail = n in self.fail_on if self.fail_on is not None else n % self.fail_every == 0
+            if fail:
+                self.failed += 1
+        return fail
+
+    def _handler(self) -> type:
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                if proxy._should_fail(self.path):
+                    if proxy.mode == "drop":
+                        self.close_connection = True
+                        self.connection.close()
+                        return
+                    payload = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>"
+                               + (b"SlowDown" if proxy.mode == "503" else b"InternalError")
+                               + b"</Code><Message>injected by FlakyProxy</Message></Error>")
+                    self.send_response(int(proxy.mode))
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+
+        return Handler
+
+    def start(self) -> FlakyProxy:
+        """Start forwarding."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop forwarding."""
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> FlakyProxy:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
