@@ -12,6 +12,7 @@ import http.server
 import logging
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -88,7 +89,8 @@ class FlakyProxy:
     ``match`` and whose count (1-based, over matching requests) is in
     ``fail_on`` is answered with a failure instead: ``"503"`` (SlowDown-style
     service error), ``"500"``, or ``"drop"`` (connection closed without a reply).
-    ``fail_every=n`` fails every n-th matching request.
+    ``fail_every=n`` fails every n-th matching request. ``delay`` seconds are
+    slept before forwarding each matching request (a slow network).
 
     Examples
     --------
@@ -98,7 +100,7 @@ class FlakyProxy:
     """
 
     def __init__(self, upstream: str, *, mode: str = "503", fail_every: int = 3,
-                 fail_on: Iterable[int] | None = None, match: str = ".grib2") -> None:
+                 fail_on: Iterable[int] | None = None, match: str = ".grib2", delay: float = 0.0) -> None:
         if mode not in ("503", "500", "drop"):
             raise ValueError(f"mode must be '503', '500' or 'drop', got {mode!r}")
         self.upstream = upstream.removeprefix("http://").rstrip("/")
@@ -106,6 +108,7 @@ class FlakyProxy:
         self.fail_every = fail_every
         self.fail_on = set(fail_on) if fail_on is not None else None
         self.match = match
+        self.delay = delay
         self.seen = 0
         self.failed = 0
         self._lock = threading.Lock()
@@ -142,6 +145,8 @@ class FlakyProxy:
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                if proxy.delay and proxy.match in self.path:
+                    time.sleep(proxy.delay)
                 if proxy._should_fail(self.path):
                     if proxy.mode == "drop":
                         self.close_connection = True

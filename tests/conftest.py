@@ -1,0 +1,28 @@
+"""Shared fixtures: a real local S3 endpoint and synthetic archives on it."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-network", action="store_true", default=False,
+                     help="run tests that read the real NOAA archive on AWS")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-network"):
+        return
+    skip = pytest.mark.skip(reason="reads the real AWS archive; opt in with --run-network")
+    for item in items:
+        if "network" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def local_s3():
+    """A moto S3 server on loopback for the whole session."""
+    from wxdask.s3local import LocalS3
+
+    with LocalS3() as s3:
+        yield s3
