@@ -27,6 +27,7 @@ __all__ = [
     "IngestConfig",
     "ModelConfig",
     "TrainConfig",
+    "EvaluateConfig",
     "EmbedConfig",
     "DecodeConfig",
     "SearchConfig",
@@ -349,6 +350,44 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class EvaluateConfig:
+    """Held-out evaluation of the autoencoder against a PCA baseline.
+
+    Parameters
+    ----------
+    model_dir : str or None
+        Trained model directory; ``None`` uses ``train.model_dir``.
+    batch_size : int
+        Images per autoencoder call and per PCA block.
+    n_examples : int
+        Held-out times drawn side by side (original, autoencoder, PCA) in a PNG.
+    pca_max_train : int
+        Training images the PCA baseline is fitted on at most (a seeded sample).
+    pca_power_iter : int
+        Power iterations of the randomized SVD (dask-ml's default of 0 gives a
+        poor, unfairly weak baseline).
+    seed : int
+        Seed of the PCA sample and SVD.
+    """
+
+    model_dir: str | None = None
+    batch_size: int = 32
+    n_examples: int = 4
+    pca_max_train: int = 4000
+    pca_power_iter: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.model_dir is not None and (not isinstance(self.model_dir, str) or not self.model_dir):
+            raise ConfigError(f"evaluate.model_dir must be a directory path or null, got {self.model_dir!r}")
+        _positive_int("evaluate.batch_size", self.batch_size)
+        _positive_int("evaluate.n_examples", self.n_examples)
+        _positive_int("evaluate.pca_max_train", self.pca_max_train)
+        if isinstance(self.pca_power_iter, bool) or not isinstance(self.pca_power_iter, int) or self.pca_power_iter < 0:
+            raise ConfigError(f"evaluate.pca_power_iter must be an int >= 0, got {self.pca_power_iter!r}")
+
+
+@dataclass(frozen=True)
 class EmbedConfig:
     """Encoding every image to its embedding.
 
@@ -478,6 +517,7 @@ _SECTIONS: dict[str, type] = {
     "ingest": IngestConfig,
     "model": ModelConfig,
     "train": TrainConfig,
+    "evaluate": EvaluateConfig,
     "embed": EmbedConfig,
     "decode": DecodeConfig,
     "search": SearchConfig,
@@ -495,6 +535,7 @@ class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
