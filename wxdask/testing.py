@@ -13,12 +13,13 @@ import logging
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 from wxdask.config import Config, StoreConfig
 
-__all__ = ["make_refc_store", "FlakyProxy"]
+__all__ = ["make_refc_store", "FlakyProxy", "FakeEncoder", "FakeDecoder", "FakeModelSource", "save_fake_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -195,3 +196,109 @@ class FlakyProxy:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+# ----------------------------------------------------------------------------- numpy stand-ins for the model
+
+
+class FakeEncoder:
+    """A numpy encoder: scaled images ``(n, ny, nx[, 1])`` -> ``(n, n_latent)`` by a fixed linear map.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> enc = FakeEncoder(np.ones((6, 2), dtype=np.float32))
+    >>> enc.predict(np.ones((1, 2, 3, 1), dtype=np.float32))
+    array([[6., 6.]], dtype=float32)
+    """
+
+    def __init__(self, weights: Any) -> None:
+        import numpy as np
+
+        self.weights = np.asarray(weights, dtype=np.float32)
+
+    def predict(self, x: Any, **kwargs: Any) -> Any:
+        import numpy as np
+
+        x = np.asarray(x, dtype=np.float32)
+        return x.reshape(x.shape[0], -1) @ self.weights
+
+
+class FakeDecoder:
+    """A numpy decoder: ``(n, n_latent)`` -> scaled images ``(n, ny, nx, 1)`` (pseudo-inverse of the encoder)."""
+
+    def __init__(self, weights: Any, grid_shape: tuple[int, int]) -> None:
+        import numpy as np
+
+        self.weights = np.asarray(weights, dtype=np.float32)
+        self.grid_shape = tuple(grid_shape)
+
+    def predict(self, z: Any, **kwargs: Any) -> Any:
+        import numpy as np
+
+        z = np.asarray(z, dtype=np.float32)
+        return (z @ self.weights).reshape(z.shape[0], *self.grid_shape, 1)
+
+
+def save_fake_model(model_dir: str | Path, grid_shape: tuple[int, int], n_latent: int = 8, seed: int = 0,
+                    clip_max: float = 60.0) -> FakeModelSource:
+    """Write a fake model (numpy weights + metadata) to ``model_dir`` and return its source.
+
+    The hash changes with ``seed`` (as a retrained model's would).
+    """
+    import hashlib
+    import json
+
+    import numpy as np
+
+    path = Path(model_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    ny, nx = grid_shape
+    enc = (rng.standard_normal((ny * nx, n_latent)) / np.sqrt(ny * nx)).astype(np.float32)
+    dec = np.linalg.pinv(enc).astype(np.float32)
+    np.savez(path / "fake_model.npz", encoder=enc, decoder=dec)
+    digest = hashlib.sha256((path / "fake_model.npz").read_bytes()).hexdigest()[:16]
+    meta = {"hash": digest, "grid": [ny, nx], "n_latent": n_latent, "clip_max": clip_max}
+    (path / "fake_metadata.json").write_text(json.dumps(meta))
+    return FakeModelSource(str(path))
+
+
+@dataclass(frozen=True)
+class FakeModelSource:
+    """A :class:`wxdask.embed.ModelSource` for a :func:`save_fake_model` directory (numpy, no Keras)."""
+
+    path: str
+
+    def metadata(self) -> dict:
+        import json
+
+        meta = json.loads((Path(self.path) / "fake_metadata.json").read_text())
+        meta["grid"] = tuple(meta["grid"])
+        return meta
+
+    def load(self) -> Any:
+        import numpy as np
+
+        with np.load(Path(self.path) / "fake_model.npz") as data:
+            return {"encoder": data["encoder"], "decoder": data["decoder"]}
+
+    def encoder(self, model: Any, *, batch_size: int) -> Any:
+        return _HostScaledEncoder(FakeEncoder(model["encoder"]), self.metadata()["clip_max"])
+
+    def decoder(self, model: Any, *, batch_size: int) -> Any:
+        return FakeDecoder(model["decoder"], self.metadata()["grid"])
+
+
+class _HostScaledEncoder:
+    """Scales stored int16 images on the host, then calls a scaled-input encoder."""
+
+    def __init__(self, encoder: Any, clip_max: float) -> None:
+        self.encoder = encoder
+        self.clip_max = clip_max
+
+    def predict(self, x: Any) -> Any:
+        from wxdask.embed import scale_raw_block
+
+        return self.encoder.predict(scale_raw_block(x, self.clip_max)[..., None])
+
