@@ -443,16 +443,24 @@ class SearchConfig:
         Search one lead only; ``None`` searches all slots together.
     block_size : int
         Queries per task.
+    chunk_size : int
+        Database rows per GEMM within a task (a task holds at most a
+        ``block_size x chunk_size`` float32 matrix).
+    model_dir : str or None
+        Model for image queries and pictures (default: the one that made the embedding).
     """
 
     k: int = 10
     exclude_window: str = "24h"
     lead: int | None = None
     block_size: int = 4096
+    chunk_size: int = 4096
+    model_dir: str | None = None
 
     def __post_init__(self) -> None:
         _positive_int("search.k", self.k)
         _positive_int("search.block_size", self.block_size)
+        _positive_int("search.chunk_size", self.chunk_size)
         parse_duration(self.exclude_window, "search.exclude_window")
         if self.lead is not None:
             parse_leads([self.lead])
@@ -466,9 +474,15 @@ class InterpolateConfig:
     ----------
     n_decode : int
         Times whose interpolated embedding is decoded and scored in dBZ.
+    model_dir : str or None
+        Model whose decoder scores them (default: the one that made the embedding).
+    plot : str or None
+        Write a PNG of residual and step over time here.
     """
 
     n_decode: int = 4
+    model_dir: str | None = None
+    plot: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.n_decode, bool) or not isinstance(self.n_decode, int) or self.n_decode < 0:
@@ -493,6 +507,14 @@ class KMeansConfig:
         ``k-means||`` oversampling; dask-ml's default of 2 undersamples.
     seed : int
         Random state.
+    init_max_iter : int or None
+        Rounds of ``k-means||`` at most (dask-ml's default: about log of the first cost).
+    block_size : int
+        Slots per task.
+    model_dir : str or None
+        Model whose decoder draws the centroids (default: the one that made the embedding).
+    plot : str or None
+        PNG panel of the decoded centroids (default: ``<store>-centroids.png`` beside a local store).
     """
 
     k: int = 5
@@ -501,12 +523,19 @@ class KMeansConfig:
     tol: float = 1e-6
     oversampling_factor: float = 10.0
     seed: int = 0
+    init_max_iter: int | None = None
+    block_size: int = 131072
+    model_dir: str | None = None
+    plot: str | None = None
 
     def __post_init__(self) -> None:
         _positive_int("kmeans.k", self.k)
         _positive_int("kmeans.max_iter", self.max_iter)
         _positive_float("kmeans.tol", self.tol)
         _positive_float("kmeans.oversampling_factor", self.oversampling_factor)
+        _positive_int("kmeans.block_size", self.block_size)
+        if self.init_max_iter is not None:
+            _positive_int("kmeans.init_max_iter", self.init_max_iter)
         if self.lead is not None:
             parse_leads([self.lead])
 
