@@ -13,6 +13,7 @@ store's), then :func:`consolidate` once at the end.
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any, Iterable
 
 import fsspec
@@ -30,6 +31,9 @@ __all__ = [
     "init_output",
     "write_region",
     "write_variables",
+    "read_region",
+    "chunk_nbytes",
+    "drop_variables",
     "set_attrs",
     "consolidate",
 ]
@@ -290,7 +294,9 @@ def _raw_fills(raw: xr.Dataset, fill_values: dict | None) -> dict:
 
 
 def _group(cfg: StoreConfig, mode: str = "r+") -> zarr.Group:
-    return zarr.open_group(cfg.url, mode=mode, storage_options=cfg.storage_options or None, zarr_format=3)
+    # never the consolidated metadata: it is stale while a stage adds variables
+    return zarr.open_group(cfg.url, mode=mode, storage_options=cfg.storage_options or None, zarr_format=3,
+                           use_consolidated=False)
 
 
 def write_region(cfg: StoreConfig, values: dict[str, np.ndarray], index: tuple) -> None:
@@ -312,6 +318,64 @@ def write_region(cfg: StoreConfig, values: dict[str, np.ndarray], index: tuple) 
     group = _group(cfg)
     for name, value in values.items():
         group[name][index] = value
+
+
+def read_region(cfg: StoreConfig, name: str, index: tuple) -> np.ndarray:
+    """Read raw (still encoded) values of one variable, from a worker.
+
+    The counterpart of :func:`write_region`: no xarray decoding, so ``refc``
+    comes back as stored (int16 in 1/16 dBZ). Chunks never written read as the
+    variable's fill value (NaN for float variables).
+
+    Parameters
+    ----------
+    cfg : StoreConfig
+        Where the store is.
+    name : str
+        Variable name.
+    index : tuple
+        Orthogonal index: ints, slices, or integer arrays per dimension.
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    return np.asarray(_group(cfg, mode="r")[name].oindex[index])
+
+
+def chunk_nbytes(cfg: StoreConfig, name: str) -> np.ndarray:
+    """Stored (compressed) size in bytes of every chunk of one variable.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 over the variable's chunk grid; 0 where a chunk was never
+        written. For ``refc`` (one image per chunk) this is the stored size of
+        each ``(time, lead_time)`` image.
+    """
+    arr = _group(cfg, mode="r")[name]
+    grid = tuple(-(-s // c) for s, c in zip(arr.shape, arr.chunks))
+    sizes = np.zeros(grid, dtype=np.int64)
+    fs, path = _fs_and_path(cfg)
+    prefix = f"{path.rstrip('/')}/{name}/c/"
+    for key, info in fs.find(prefix, detail=True).items():
+        parts = key[len(prefix):].split("/") if key.startswith(prefix) else key.split("/c/")[-1].split("/")
+        try:
+            idx = tuple(int(p) for p in parts)
+        except ValueError:
+            continue
+        if len(idx) == len(grid) and all(0 <= i < g for i, g in zip(idx, grid)):
+            sizes[idx] = info["size"]
+    return sizes
+
+
+def drop_variables(cfg: StoreConfig, names: Iterable[str]) -> None:
+    """Delete variables (metadata and chunks) from the store, if present."""
+    group = _group(cfg)
+    for name in names:
+        if name in group:
+            logger.info("deleting %s from %s", name, cfg.url)
+            del group[name]
 
 
 def write_variables(cfg: StoreConfig, ds: xr.Dataset, *, encoding: dict | None = None) -> None:
@@ -351,4 +415,6 @@ def set_attrs(cfg: StoreConfig, attrs: dict, variable: str | None = None) -> Non
 
 def consolidate(cfg: StoreConfig) -> None:
     """Consolidate the store's metadata (once, at the end of a stage)."""
-    zarr.consolidate_metadata(cfg.url, storage_options=cfg.storage_options or None)
+    with warnings.catch_warnings():  # "not part of the Zarr format 3 specification": known, and readers cope
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(_group(cfg).store)

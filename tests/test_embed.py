@@ -1,0 +1,235 @@
+"""Embedding: pure blocks, the chunk graph, incremental reruns, missing slots, real Keras encoders."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wxdask import embed, store
+from wxdask.config import Config, StoreConfig
+from wxdask.errors import ModelError
+from wxdask.testing import FakeEncoder, FakeModelSource, save_fake_model
+
+GRID = (12, 20)
+
+
+def make_tiny_store(path: Path, nt: int = 7, leads: tuple[int, ...] = (0, 1), grid: tuple[int, int] = GRID,
+                    missing: tuple[tuple[int, int], ...] = ((2, 1), (5, 0)), seed: int = 0) -> StoreConfig:
+    """A store following the contract: refc int16 1/16 dBZ, one image per chunk, status, grib_bytes."""
+    import pandas as pd
+    import xarray as xr
+
+    rng = np.random.default_rng(seed)
+    ny, nx = grid
+    nl = len(leads)
+    dbz = rng.uniform(-10, 70, size=(nt, nl, ny, nx))
+    dbz[dbz < 15] = -10.0
+    raw = np.round(dbz * 16).astype(np.int16)
+    status = np.ones((nt, nl), dtype=np.int8)
+    grib = rng.integers(200, 5000, size=(nt, nl)).astype(np.int32)
+    for t, lead in missing:
+        raw[t, lead] = -32768
+        status[t, lead] = 2
+        grib[t, lead] = 0
+    lat, lon = np.meshgrid(np.linspace(21, 47, ny), np.linspace(-122, -72, nx), indexing="ij")
+    ds = xr.Dataset(
+        {
+            "refc": (("time", "lead_time", "y", "x"), np.where(raw == -32768, np.nan, raw * 0.0625),
+                     {"units": "dBZ"}),
+            "status": (("time", "lead_time"), status,
+                       {"flag_values": np.array([0, 1, 2], dtype=np.int8), "flag_meanings": "not_tried ok absent"}),
+            "grib_bytes": (("time", "lead_time"), grib),
+        },
+        coords={
+            "time": pd.date_range("2022-06-01", periods=nt, freq="h").values,
+            "lead_time": np.array(leads, dtype=np.int32),
+            "y": np.arange(ny) * 3000.0, "x": np.arange(nx) * 3000.0,
+            "latitude": (("y", "x"), lat), "longitude": (("y", "x"), lon),
+        },
+    )
+    encoding = {
+        "refc": {"chunks": (1, 1, ny, nx), "scale_factor": 0.0625, "_FillValue": np.int16(-32768), "dtype": "int16"},
+        "status": {"chunks": (nt, nl)},
+        "grib_bytes": {"chunks": (nt, nl)},
+    }
+    ds.to_zarr(str(path), mode="w", zarr_format=3, consolidated=False, encoding=encoding)
+    return StoreConfig(url=str(path))
+
+
+def read_raw(cfg: StoreConfig) -> tuple[np.ndarray, np.ndarray]:
+    ds = store.open_input(cfg, ["refc", "status"], decode=False)
+    return ds["refc"].values, ds["status"].values
+
+
+def make_cfg(store_cfg: StoreConfig, model_dir: str, **embed_kw) -> Config:
+    return Config.from_dict({
+        "store": {"url": store_cfg.url},
+        "embed": {"model_dir": model_dir, "batch_size": 3, "images_per_task": 4, **embed_kw},
+        "dask": {"progress": False},
+    })
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    store_cfg = make_tiny_store(tmp_path / "s.zarr")
+    source = save_fake_model(tmp_path / "fake", GRID, n_latent=8, seed=1)
+    return store_cfg, source
+
+
+def reference(store_cfg: StoreConfig, source: FakeModelSource) -> np.ndarray:
+    """A bare encoder run on the same images: (time, lead, latent), NaN where missing."""
+    raw, status = read_raw(store_cfg)
+    enc = FakeEncoder(source.load()["encoder"])
+    z = enc.predict(embed.scale_raw_block(raw.reshape(-1, *raw.shape[2:]))[..., None])
+    z = z.reshape(*raw.shape[:2], -1)
+    z[status != 1] = np.nan
+    return z
+
+
+# ----------------------------------------------------------------------------- pure blocks
+
+
+def test_scale_raw_block_matches_model_scaling():
+    from wxdask.model import scale_raw
+
+    x = np.array([[-32768, -160, 0, 7, 480, 959, 960, 961, 1200]], dtype=np.int16)
+    np.testing.assert_array_equal(embed.scale_raw_block(x), scale_raw(x))
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5, 100])
+def test_embed_block_batches_equal_one_call(batch_size):
+    rng = np.random.default_rng(0)
+    x = rng.integers(-160, 1100, size=(5, 4, 6)).astype(np.int16)
+    enc = FakeEncoder(rng.standard_normal((24, 3)))
+
+    class Raw:
+        calls = []
+
+        def predict(self, b):
+            self.calls.append(len(b))
+            return enc.predict(embed.scale_raw_block(b))
+
+    raw = Raw()
+    got = embed.embed_block(x, raw, batch_size=batch_size)
+    want = enc.predict(embed.scale_raw_block(x))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert got.dtype == np.float32
+    assert max(raw.calls) <= batch_size and sum(raw.calls) == 5
+
+
+def test_embed_block_rejects_bad_encoder_output():
+    class Bad:
+        def predict(self, b):
+            return np.zeros((len(b) + 1, 2))
+
+    with pytest.raises(ModelError, match="expected"):
+        embed.embed_block(np.zeros((3, 2, 2), np.int16), Bad(), batch_size=2)
+
+
+def test_chunk_spans_and_todo():
+    ok = np.array([[1, 1], [1, 0], [1, 1], [0, 0], [1, 1]], dtype=bool)
+    done = np.array([[1, 1], [1, 0], [0, 1], [0, 0], [1, 1]], dtype=bool)
+    todo = embed.todo_block(ok, done)
+    assert todo.sum() == 1 and todo[2, 0]
+    assert embed.chunk_spans(todo, 2) == [(2, 4)]
+    assert embed.chunk_spans(np.zeros((3, 1), bool), 2) == []
+
+
+# ----------------------------------------------------------------------------- run (in process)
+
+
+def test_run_equals_bare_encoder_and_missing_stay_nan(tiny):
+    store_cfg, source = tiny
+    cfg = make_cfg(store_cfg, source.path)
+    out = embed.run(cfg, None, source=source)
+    assert "embedded 12 images" in out and "2 slots without an image" in out
+    ds = store.open_input(store_cfg, ["embedding"])
+    got = ds["embedding"].values
+    assert got.shape == (7, 2, 8) and got.dtype == np.float32
+    want = reference(store_cfg, source)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert np.isnan(got[2, 1]).all() and np.isnan(got[5, 0]).all()
+    assert np.isfinite(got[2, 0]).all()
+    assert ds["embedding"].attrs["model_hash"] == source.metadata()["hash"]
+    assert ds["embedding"].encoding["chunks"] == (2, 2, 8)  # images_per_task=4 over 2 leads
+
+
+def test_rerun_embeds_only_new_slots(tiny, monkeypatch):
+    store_cfg, source = tiny
+    cfg = make_cfg(store_cfg, source.path)
+    embed.run(cfg, None, source=source)
+    first = store.open_input(store_cfg, ["embedding"])["embedding"].values
+    assert "embedded 0 images" in embed.run(cfg, None, source=source)
+
+    # a slot that became ok since (re-ingested) and one whose embedding was lost
+    raw, _ = read_raw(store_cfg)
+    new = np.full(GRID, 640, dtype=np.int16)
+    store.write_region(store_cfg, {"refc": new, "status": np.int8(1)}, (5, 0))
+    store.write_region(store_cfg, {"embedding": np.full((2, 2, 8), np.nan, np.float32)}, (slice(0, 2),))
+    seen = []
+    real = embed.embed_block
+    monkeypatch.setattr(embed, "embed_block", lambda x, *a, **k: seen.append(len(x)) or real(x, *a, **k))
+    out = embed.run(cfg, None, source=source)
+    assert "embedded 5 images" in out and sum(seen) == 5  # 4 lost + 1 new
+    got = store.open_input(store_cfg, ["embedding"])["embedding"].values
+    np.testing.assert_allclose(got, reference(store_cfg, source), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got[2:5], first[2:5])
+
+
+def test_other_model_reembeds_everything_with_warning(tiny, tmp_path, caplog):
+    store_cfg, source = tiny
+    embed.run(make_cfg(store_cfg, source.path), None, source=source)
+    other = save_fake_model(tmp_path / "other", GRID, n_latent=6, seed=2)
+    with caplog.at_level(logging.WARNING, logger="wxdask.embed"):
+        out = embed.run(make_cfg(store_cfg, other.path), None, source=other)
+    assert "embedded 12 images" in out
+    assert any("embedded again" in r.getMessage() and other.metadata()["hash"] in r.getMessage()
+               for r in caplog.records)
+    ds = store.open_input(store_cfg, ["embedding"])
+    assert ds["embedding"].attrs["model_hash"] == other.metadata()["hash"]
+    np.testing.assert_allclose(ds["embedding"].values, reference(store_cfg, other), rtol=1e-5, atol=1e-6)
+
+
+def test_image_gone_clears_embedding(tiny):
+    store_cfg, source = tiny
+    cfg = make_cfg(store_cfg, source.path)
+    embed.run(cfg, None, source=source)
+    store.write_region(store_cfg, {"status": np.int8(5)}, (3, 1))  # found corrupt on re-ingest
+    embed.run(cfg, None, source=source)
+    got = store.open_input(store_cfg, ["embedding"])["embedding"].values
+    assert np.isnan(got[3, 1]).all() and np.isfinite(got[3, 0]).all()
+
+
+def test_wrong_grid_is_a_model_error(tiny, tmp_path):
+    store_cfg, _ = tiny
+    other = save_fake_model(tmp_path / "g", (8, 8))
+    with pytest.raises(ModelError, match="8x8 grid.*12x20"):
+        embed.run(make_cfg(store_cfg, other.path), None, source=other)
+
+
+def test_model_cache_loads_once_and_checks_hash(tmp_path):
+    source = save_fake_model(tmp_path / "m", (4, 4), seed=3)
+    h = source.metadata()["hash"]
+    key = ("model", os.path.abspath(source.path))
+    before = embed.LOAD_COUNTS[key]
+    a = embed.get_encoder(source, h, batch_size=2)
+    b = embed.get_encoder(source, h, batch_size=2)
+    embed.get_decoder(source, h, batch_size=2)
+    assert a is b and embed.LOAD_COUNTS[key] == before + 1
+    with pytest.raises(ModelError, match="changed during the run"):
+        embed.get_model(source, "0" * 16)
+
+
+def test_framework_env_is_set(monkeypatch):
+    for k in embed.GPU_MEMORY_ENV:
+        monkeypatch.delenv(k, raising=False)
+    embed.ensure_framework_env()
+    assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    assert os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
