@@ -144,6 +144,20 @@ def ingest(start: str | None, end: str | None, leads: str | None, store_url: str
     click.echo(run_stage(stage.run, cfg))
 
 
+@main.command("run")
+@click.option("--stages", default=None, help="Comma-separated stages to run (default: all, in order).")
+@cluster_options
+def run_all(stages: str | None, common: dict) -> None:
+    """Run every stage from one config file; a rerun resumes from what the store holds."""
+    from wxdask import pipeline
+
+    names = pipeline.parse_stages(stages)
+    cfg = load_config(common)
+    results = run_stage(lambda c, client: pipeline.run(c, client, names), cfg)
+    for name, text in results.items():
+        click.echo(f"== {name}\n{text}")
+
+
 @main.command("serve-archive")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
 @click.option("--port", default=0, type=int, help="Port on 127.0.0.1 (default: a free one).")

@@ -1,0 +1,270 @@
+"""Ingest end to end: a synthetic archive on a real local S3 endpoint, into Zarr on a LocalCluster."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from click.testing import CliRunner
+
+from wxdask import ingest, store
+from wxdask.cli import main
+from wxdask.config import Config
+from wxdask.errors import SourceNotFoundError, StoreLayoutError
+from wxdask.ingest import STATUS, decode_refc, hrrr_key
+from wxdask.s3local import ARCHIVE_BUCKET
+from wxdask.testing import FlakyProxy
+
+START, END, LEADS = "2019-09-20T00", "2019-09-20T12", (0, 1)
+T = np.datetime64
+MISSING = [T("2019-09-20T05", "h")]
+MISSING_IDX = [(T("2019-09-20T07", "h"), 1)]
+CORRUPT = [(T("2019-09-20T09", "h"), 0, "garbage"), (T("2019-09-20T10", "h"), 1, "truncated")]
+EXPECTED = {
+    ("2019-09-20T05", 0): "absent",
+    ("2019-09-20T05", 1): "absent",
+    ("2019-09-20T07", 1): "missing_idx",
+    ("2019-09-20T09", 0): "corrupt",
+    ("2019-09-20T10", 1): "corrupt",
+}
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    from wxdask import synth
+
+    out = tmp_path_factory.mktemp("archive")
+    synth.write_archive(str(out), START, END, LEADS, grid="coarse", seed=3,
+                        missing=MISSING, missing_idx=MISSING_IDX, corrupt=CORRUPT)
+    return out / ARCHIVE_BUCKET
+
+
+@pytest.fixture(scope="module")
+def endpoint(local_s3, archive):
+    local_s3.upload_archive(archive)
+    return local_s3.endpoint_url
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as c:
+        yield c
+
+
+def _cfg(store_url, endpoint_url, start=START, end=END, leads=LEADS, **ingest_kw):
+    return Config.from_dict({
+        "store": {"url": str(store_url)},
+        "ingest": {"start": start, "end": end, "leads": list(leads), "source": f"s3://{ARCHIVE_BUCKET}",
+                   "endpoint_url": endpoint_url, "backoff": 0.05, **ingest_kw},
+        "dask": {"progress": False},
+    })
+
+
+def _grib_values(archive, t, lead):
+    """The REFC values of a file in the archive, decoded whole from disk with ecCodes."""
+    import eccodes
+
+    with open(archive / hrrr_key(T(t, "h"), lead), "rb") as f:
+        handle = eccodes.codes_grib_new_from_file(f)
+        try:
+            nx, ny = eccodes.codes_get(handle, "Nx"), eccodes.codes_get(handle, "Ny")
+            return eccodes.codes_get_values(handle).reshape(ny, nx)
+        finally:
+            eccodes.codes_release(handle)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, endpoint, client):
+    """An undisturbed ingest of the whole archive."""
+    path = tmp_path_factory.mktemp("ref") / "ref.zarr"
+    summary = ingest.run(_cfg(path, endpoint), client)
+    return path, summary
+
+
+def _load(path):
+    return xr.open_zarr(str(path), consolidated=False).load()
+
+
+def test_store_values_equal_the_grib_messages(reference, archive):
+    path, _ = reference
+    ds = _load(path)
+    assert ds.refc.dims == ("time", "lead_time", "y", "x")
+    for t in ["2019-09-20T00", "2019-09-20T11"]:
+        for lead in LEADS:
+            want = _grib_values(archive, t, lead)
+            got = ds.refc.sel(time=t, lead_time=lead).values
+            np.testing.assert_array_equal(got, want)
+    # stored losslessly as int16 sixteenths
+    raw = xr.open_zarr(str(path), consolidated=False, mask_and_scale=False)
+    assert raw.refc.dtype == np.int16
+    assert float(ds.refc.min()) == -10.0
+
+
+def test_orientation_matches_cfgrib(reference, archive):
+    path, _ = reference
+    ds = _load(path)
+    with xr.open_dataset(archive / hrrr_key(T("2019-09-20T03", "h"), 0), engine="cfgrib",
+                         backend_kwargs={"indexpath": "", "filter_by_keys": {"shortName": "refc"}}) as g:
+        np.testing.assert_allclose(ds.latitude.values, g.latitude.values, atol=1e-3)
+        np.testing.assert_allclose(ds.longitude.values % 360, g.longitude.values % 360, atol=1e-3)
+        np.testing.assert_array_equal(ds.refc.sel(time="2019-09-20T03", lead_time=0).values, g.refc.values)
+    # row 0 is the southern edge
+    assert ds.latitude[0].mean() < ds.latitude[-1].mean()
+    assert "southern" in ds.refc.attrs["orientation"]
+    assert ds.lambert_conformal.attrs["grid_mapping_name"] == "lambert_conformal_conic"
+    assert ds.refc.attrs["grid_mapping"] == "lambert_conformal"
+
+
+def test_decode_agrees_with_cfgrib_on_the_same_message(archive):
+    path = archive / hrrr_key(T("2019-09-20T02", "h"), 1)
+    data = path.read_bytes()
+    length = int.from_bytes(data[8:16], "big")
+    values, grid = decode_refc(data[:length])
+    with xr.open_dataset(path, engine="cfgrib", backend_kwargs={"indexpath": "", "filter_by_keys": {"shortName": "refc"}}) as g:
+        np.testing.assert_array_equal(values / 16.0, g.refc.values)
+    assert grid.name == "coarse"
+
+
+def test_gaps_and_corruption_are_recorded(reference):
+    path, summary = reference
+    ds = _load(path)
+    names = {v: k for k, v in STATUS.items()}
+    for t in ds.time.values:
+        for lead in LEADS:
+            key = (np.datetime_as_string(t, unit="h"), lead)
+            got = names[int(ds.status.sel(time=t, lead_time=lead))]
+            assert got == EXPECTED.get(key, "ok"), key
+            filled = bool(np.isfinite(ds.refc.sel(time=t, lead_time=lead)).all())
+            assert filled == (got == "ok"), key
+    assert ds.status.attrs["flag_meanings"].split()[STATUS["corrupt"]] == "corrupt"
+    for (t, lead), reason in EXPECTED.items():
+        assert f"{t} f{lead:02d}: {reason}" in summary
+    assert f"{24 - len(EXPECTED)} ok" in summary
+
+
+def test_transient_errors_do_not_change_the_result(tmp_path, reference, endpoint, client):
+    for mode in ("503", "drop"):
+        with FlakyProxy(endpoint, mode=mode, fail_every=4) as proxy:
+            path = tmp_path / f"flaky-{mode}.zarr"
+            ingest.run(_cfg(path, proxy.url), client)
+        assert proxy.failed > 0
+        xr.testing.assert_identical(_load(path), _load(reference[0]))
+
+
+def test_rerun_fetches_only_what_is_missing(tmp_path, reference, endpoint, client):
+    path = tmp_path / "grow.zarr"
+    with FlakyProxy(endpoint, fail_every=10**9, match=".grib2") as proxy:
+        ingest.run(_cfg(path, proxy.url, end="2019-09-20T06"), client)
+        first = proxy.seen
+        ingest.run(_cfg(path, proxy.url, end="2019-09-20T06"), client)
+        again = proxy.seen - first
+        ingest.run(_cfg(path, proxy.url), client)
+        grown = proxy.seen - first - again
+    # 6 hours x 2 leads, one hour absent: .idx + message GETs for 10 files, HEADs for the absent ones
+    assert first >= 20
+    # the rerun only retries the absent hour (its .idx lookups), fetches no message
+    assert again <= 4
+    # growing to 12 hours fetches the new 6 hours only (plus the absent hour again)
+    assert grown <= 2 * 12 + 4
+    xr.testing.assert_identical(_load(path), _load(reference[0]))
+
+
+def test_killed_and_rerun_ingest_gives_the_same_store(tmp_path, reference, endpoint):
+    path = tmp_path / "killed.zarr"
+    with FlakyProxy(endpoint, fail_every=10**9, delay=0.15) as proxy:
+        args = [sys.executable, "-m", "wxdask.cli", "ingest", "--start", START, "--end", END, "--leads", "0,1",
+                "--store", str(path), "--source", f"s3://{ARCHIVE_BUCKET}", "--endpoint-url", proxy.url,
+                "--workers", "2", "-q"]
+        proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        status_dir = path / "status" / "c"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            written = sum(len(files) for _, _, files in os.walk(status_dir)) if status_dir.exists() else 0
+            if written >= 4:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        partial = _load(path)
+        assert 0 < int((partial.status == STATUS["ok"]).sum()) < 24 - len(EXPECTED)
+        result = CliRunner().invoke(main, args[3:], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    xr.testing.assert_identical(_load(path), _load(reference[0]))
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--start", "2019-09-21T00", "--end", "2019-09-20T00"], "must be after"),
+        (["--start", "2013-09-20T00", "--end", "2019-09-20T00"], "before the archive starts"),
+        (["--start", "2019-09-20T00:30", "--end", "2019-09-21T00"], "on the hour"),
+        (["--start", "2019-09-20T00", "--end", "2019-09-21T00", "--leads", "0,99"], "0..48"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_1(tmp_path, args, match):
+    result = CliRunner().invoke(main, ["ingest", "--store", str(tmp_path / "s.zarr"), *args])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and match in lines[0], result.output
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_unreadable_source_is_reported(tmp_path, local_s3):
+    cfg = _cfg(tmp_path / "s.zarr", local_s3.endpoint_url)
+    cfg = cfg.replace(ingest={"source": "s3://no-such-bucket"})
+    with pytest.raises(SourceNotFoundError, match="no-such-bucket"):
+        ingest.run(cfg, None)
+    cfg = cfg.replace(ingest={"source": f"s3://{ARCHIVE_BUCKET}", "endpoint_url": "http://127.0.0.1:9", "retries": 1})
+    with pytest.raises(Exception, match="127.0.0.1:9|cannot read source"):
+        ingest.run(cfg, None)
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_store_with_another_grid_or_variable_is_left_intact(tmp_path, reference, endpoint):
+    from wxdask import synth
+
+    other = tmp_path / "hrrr-archive"
+    synth.write_archive(str(other), "2019-09-20T00", "2019-09-20T01", (0,), grid="hrrr", seed=1)
+    path = tmp_path / "coarse.zarr"
+    ingest.run(_cfg(path, endpoint, end="2019-09-20T02"), None)
+    before = _load(path)
+    cfg = _cfg(path, None, end="2019-09-20T01").replace(ingest={"source": str(other)})
+    with pytest.raises(StoreLayoutError, match="different grid|grid="):
+        ingest.run(cfg, None)
+    xr.testing.assert_identical(_load(path), before)
+
+    foreign = tmp_path / "foreign.zarr"
+    xr.Dataset({"temperature": ("t", np.arange(3.0))}).to_zarr(str(foreign), zarr_format=3, consolidated=False)
+    with pytest.raises(StoreLayoutError, match="not made by this stage|no 'x'"):
+        ingest.run(_cfg(foreign, endpoint, end="2019-09-20T01"), None)
+    assert list(_load(foreign).data_vars) == ["temperature"]
+
+
+def test_old_level_label_is_read(tmp_path):
+    from wxdask import synth
+
+    out = tmp_path / "old"
+    synth.write_archive(str(out), "2016-01-01T00", "2016-01-01T02", (0,), grid="coarse", seed=2, old_label=True)
+    idx = (out / ARCHIVE_BUCKET / (hrrr_key(T("2016-01-01T00", "h"), 0) + ".idx")).read_text()
+    assert "entire atmosphere (considered as a single layer)" in idx
+    cfg = _cfg(tmp_path / "old.zarr", None, start="2016-01-01T00", end="2016-01-01T02", leads=(0,))
+    ingest.run(cfg.replace(ingest={"source": str(out)}), None)
+    assert (_load(tmp_path / "old.zarr").status == STATUS["ok"]).all()
+
+
+def test_store_is_read_by_plain_xarray(reference):
+    ds = xr.open_zarr(str(reference[0]))
+    assert set(ds.data_vars) >= {"refc", "status", "grib_bytes", "lambert_conformal"}
+    assert ds.refc.chunks[2:] == ((ds.sizes["y"],), (ds.sizes["x"],))
+    assert store.open_store(Config().store.__class__(url=str(reference[0]))).sizes["time"] == 12
