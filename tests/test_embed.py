@@ -233,3 +233,82 @@ def test_framework_env_is_set(monkeypatch):
     embed.ensure_framework_env()
     assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
     assert os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
+
+
+# ----------------------------------------------------------------------------- real Keras models
+
+
+def save_keras_model(model_dir: Path, grid: tuple[int, int] = GRID, n_latent: int = 8, seed: int = 0) -> str:
+    """A tiny untrained autoencoder saved as a model directory (model.keras + metadata.json)."""
+    import keras
+
+    from wxdask import model as wm
+    from wxdask.config import ModelConfig
+
+    keras.utils.set_random_seed(seed)
+    mcfg = ModelConfig(n_layers=2, pool=2, filters=(4, 8), kernel=3, n_latent=n_latent)
+    m = wm.build_autoencoder(mcfg, grid)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    m.save(model_dir / wm.MODEL_FILE)
+    wm.write_metadata(model_dir, {"grid": {"name": "tiny", "shape": list(grid)},
+                                  "model": {"n_latent": n_latent, "clip_max": mcfg.clip_max},
+                                  "hash": wm.model_hash(model_dir)})
+    return str(model_dir)
+
+
+@pytest.fixture(scope="module")
+def keras_model_dir(tmp_path_factory):
+    pytest.importorskip("keras")
+    return save_keras_model(tmp_path_factory.mktemp("keras") / "model")
+
+
+def test_keras_embeddings_equal_bare_encoder(tmp_path, keras_model_dir):
+    from wxdask import model as wm
+
+    store_cfg = make_tiny_store(tmp_path / "s.zarr")
+    out = embed.run(make_cfg(store_cfg, keras_model_dir), None)
+    assert "embedded 12 images" in out
+    got = store.open_input(store_cfg, ["embedding"])["embedding"].values
+    raw, status = read_raw(store_cfg)
+    enc = wm.encoder_of(wm.load_model(keras_model_dir))
+    want = enc.predict(wm.scale_raw(raw.reshape(-1, *GRID))[..., None], verbose=0).reshape(7, 2, 8)
+    want[status != 1] = np.nan
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert np.isnan(got[2, 1]).all()
+
+
+def test_keras_raw_encoder_takes_int16_only(keras_model_dir):
+    from wxdask import model as wm
+
+    enc = embed.KerasRawEncoder(wm.encoder_of(wm.load_model(keras_model_dir)), clip_max=60.0, batch_size=4)
+    assert enc.model.inputs[0].dtype == "int16"
+    with pytest.raises(TypeError, match="int16"):
+        enc.predict(np.zeros((1, *GRID), np.float32))
+
+
+JAX_CHECK = textwrap.dedent("""
+    import sys
+    import numpy as np, keras
+    from wxdask import embed, model as wm
+    assert keras.backend.backend() == "jax"
+    m = wm.load_model(sys.argv[1])
+    enc = wm.encoder_of(m)
+    rng = np.random.default_rng(0)
+    raw = rng.integers(-160, 1100, size=(11, 12, 20)).astype(np.int16)
+    fast = embed.KerasRawEncoder(enc, clip_max=60.0, batch_size=4)
+    slow = embed.KerasRawEncoder(enc, clip_max=60.0, batch_size=4, fast=False)
+    assert fast._jit is not None and slow._jit is None
+    want = enc.predict(wm.scale_raw(raw)[..., None], verbose=0)
+    np.testing.assert_allclose(fast.predict(raw), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(slow.predict(raw), want, rtol=1e-5, atol=1e-6)
+    print("jax ok", fast.predict(raw[:3]).shape)
+""")
+
+
+def test_jax_backend_jitted_encoder_equals_predict(keras_model_dir):
+    pytest.importorskip("jax")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    res = subprocess.run([sys.executable, "-c", JAX_CHECK, keras_model_dir], env=env, capture_output=True,
+                         text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "jax ok (3, 8)" in res.stdout

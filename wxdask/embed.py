@@ -433,8 +433,6 @@ class KerasRawEncoder:
         import jax
 
         model = self.model
-        self._tv = [v.value for v in model.trainable_variables]
-        self._ntv = [v.value for v in model.non_trainable_variables]
 
         def forward(tv: list, ntv: list, x: Any) -> Any:
             y, _ = model.stateless_call(tv, ntv, x, training=False)
@@ -452,13 +450,16 @@ class KerasRawEncoder:
         import jax
 
         bs, n = self.batch_size, x.shape[0]
+        # current values, read per call: Keras's own predict may have replaced (donated) the old ones
+        tv = [v.value for v in self.model.trainable_variables]
+        ntv = [v.value for v in self.model.non_trainable_variables]
         pending = []
         for i in range(0, n, bs):
             b = x[i : i + bs]
             k = b.shape[0]
             if k < bs:  # one compiled shape: pad the last batch
                 b = np.concatenate([b, np.zeros((bs - k, *b.shape[1:]), dtype=b.dtype)])
-            pending.append((self._jit(self._tv, self._ntv, jax.device_put(b)), k))
+            pending.append((self._jit(tv, ntv, jax.device_put(b)), k))
         return np.concatenate([np.asarray(y)[:k] for y, k in pending]).astype(np.float32, copy=False)
 
 
@@ -732,7 +733,8 @@ def run(cfg: Config, client: Client | None, *, source: ModelSource | None = None
     )
 
 
-def _compute(client: Client | None, tasks: list, resources: dict | None, n_images: int) -> list[dict]:
+def _compute(client: Client | None, tasks: list, resources: dict | None, n_images: int, *,
+             count: str = "embedded", stage: str = "embed") -> list[dict]:
     """Run the chunk tasks (unfused, so the resource placement holds), logging progress."""
     if not tasks:
         return []
@@ -747,8 +749,8 @@ def _compute(client: Client | None, tasks: list, resources: dict | None, n_image
     for future in as_completed(futures):
         result = future.result()
         results.append(result)
-        done += result["embedded"]
+        done += result[count]
         if n_images and done / n_images >= next_log:
-            logger.info("embed: %d/%d images (%.0f%%)", done, n_images, 100 * done / n_images)
+            logger.info("%s: %d/%d images (%.0f%%)", stage, done, n_images, 100 * done / n_images)
             next_log = done / n_images + 0.1
     return results
