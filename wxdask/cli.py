@@ -144,6 +144,42 @@ def ingest(start: str | None, end: str | None, leads: str | None, store_url: str
     click.echo(run_stage(stage.run, cfg))
 
 
+@main.command("embed")
+@click.option("--store", "store_url", default=None, help="Zarr store path or URL (holding refc).")
+@click.option("--model", "model_dir", default=None, type=click.Path(), help="Trained model directory.")
+@click.option("--batch-size", type=int, default=None, help="Images per encoder call.")
+@click.option("--images-per-task", type=int, default=None, help="Images per Dask task (sets the embedding's time chunks).")
+@cluster_options
+def embed_command(store_url: str | None, model_dir: str | None, batch_size: int | None,
+                  images_per_task: int | None, common: dict) -> None:
+    """Embed every image not embedded yet, on GPU workers when the cluster has them."""
+    from wxdask import embed as stage
+
+    cfg = load_config(common, store={"url": store_url}, embed={
+        "model_dir": model_dir, "batch_size": batch_size, "images_per_task": images_per_task})
+    click.echo(run_stage(stage.run, cfg))
+
+
+@main.command("decode")
+@click.option("--store", "store_url", default=None, help="Zarr store path or URL (holding embedding).")
+@click.option("--model", "model_dir", default=None, type=click.Path(), help="The model that made the embeddings.")
+@click.option("--time", "time_", default=None, help="Decode this slot to a PNG (e.g. 2019-09-20T05); without it, score the whole store.")
+@click.option("--lead", type=int, default=None, help="Lead hour of the slot (default: the first embedded one).")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="PNG of original vs decoded (implies one slot).")
+@click.option("--batch-size", type=int, default=None, help="Embeddings per decoder call.")
+@cluster_options
+def decode_command(store_url: str | None, model_dir: str | None, time_: str | None, lead: int | None,
+                   out: str | None, batch_size: int | None, common: dict) -> None:
+    """Decode one embedding to a PNG, or write reconstruction RMSE and compression ratios for all."""
+    from wxdask import decode as stage
+
+    cfg = load_config(common, store={"url": store_url}, decode={"model_dir": model_dir, "batch_size": batch_size})
+    if time_ is None and lead is None and out is None:
+        click.echo(run_stage(stage.run, cfg))
+    else:
+        click.echo(stage.decode_png(cfg, time_, lead, out))
+
+
 @main.command("run")
 @click.option("--stages", default=None, help="Comma-separated stages to run (default: all, in order).")
 @cluster_options

@@ -441,8 +441,9 @@ def decode_png(cfg: Config, time: Any = None, lead: int | None = None, out: str 
     stamp = np.datetime_as_string(ds["time"].values[ti], unit="h")
     lead_h = int(ds["lead_time"].values[li])
     if not valid[ti, li]:
-        why = "its image is missing (status)" if not ok[ti, li] else "it was not embedded yet"
-        raise StoreLayoutError(f"no embedding for {stamp} lead {lead_h}: {why}; run `wxdask embed` first")
+        why = ("its image is missing (see status)" if not ok[ti, li]
+               else "it was not embedded yet; run `wxdask embed` first")
+        raise StoreLayoutError(f"no embedding for {stamp} lead {lead_h}: {why}")
     z = store.read_region(cfg.store, "embedding", (ti, li))[None]
     raw = store.read_region(cfg.store, "refc", (ti, li))[None]
     decoder = get_decoder(source, meta["hash"], batch_size=1)

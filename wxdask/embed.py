@@ -725,7 +725,7 @@ def run(cfg: Config, client: Client | None, *, source: ModelSource | None = None
     store.consolidate(cfg.store)
     seconds = _time.perf_counter() - start
     where = f"{len(gpus)} GPU worker(s)" if gpus else ("CPU workers" if client is not None else "this process")
-    rate = f", {n_embedded / seconds:.0f} images/s" if n_embedded else ""
+    rate = f", {n_embedded / seconds:.3g} images/s" if n_embedded else ""
     return (
         f"embedded {n_embedded} images in {seconds:.1f} s{rate} on {where} ({len(workers)} used); "
         f"{n_done} already embedded, {n_missing} slots without an image stay NaN; "
