@@ -515,6 +515,9 @@ class KMeansConfig:
         Model whose decoder draws the centroids (default: the one that made the embedding).
     plot : str or None
         PNG panel of the decoded centroids (default: ``<store>-centroids.png`` beside a local store).
+    engine : {"lloyd", "dask-ml"}
+        Who fits the centroids: Lloyd iterations on Dask arrays (wxdask.kmeans),
+        or dask-ml's KMeans (slower; see wxdask/kmeans.py). Both use k-means||.
     """
 
     k: int = 5
@@ -527,9 +530,12 @@ class KMeansConfig:
     block_size: int = 131072
     model_dir: str | None = None
     plot: str | None = None
+    engine: str = "lloyd"
 
     def __post_init__(self) -> None:
         _positive_int("kmeans.k", self.k)
+        if self.engine not in ("lloyd", "dask-ml"):
+            raise ConfigError(f"kmeans.engine must be 'lloyd' or 'dask-ml', got {self.engine!r}")
         _positive_int("kmeans.max_iter", self.max_iter)
         _positive_float("kmeans.tol", self.tol)
         _positive_float("kmeans.oversampling_factor", self.oversampling_factor)
