@@ -499,3 +499,22 @@ def test_check_versions_missing_package():
     client = _FakeClient({"client": _side(), "scheduler": _side(), "workers": {"tcp://w:1": worker}})
     (msg,) = check_versions(client)
     assert msg.startswith("version mismatch for keras") and "workers not installed" in msg
+
+
+# --- the shared model volume ------------------------------------------------------------------
+
+def test_shared_volume_for_the_model(default_docs, gpu_docs):
+    for pod in pod_specs(default_docs).values():
+        assert "shared" not in {v["name"] for v in pod["volumes"]}
+    specs = pod_specs(gpu_docs)
+    for where, pod in specs.items():
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+        if where == "Deployment/wxdask-scheduler":
+            assert "shared" not in volumes
+            continue
+        assert volumes["shared"] == {"name": "shared", "persistentVolumeClaim": {"claimName": "wxdask-shared"}}
+        assert mounts["shared"] == "/shared", where
+    (cm,) = [d for d in gpu_docs if d["kind"] == "ConfigMap"]
+    config = yaml.safe_load(cm["data"]["config.yaml"])
+    assert config["train"]["model_dir"].startswith("/shared/") and config["embed"]["model_dir"].startswith("/shared/")

@@ -133,6 +133,22 @@ prometheus.io/path: /metrics
   mountPath: /scratch
 {{- end }}
 
+{{/* The shared volume (workers and the Job), when a claim is named. */}}
+{{- define "wxdask.sharedVolume" -}}
+{{- with .Values.sharedVolume.existingClaim }}
+- name: shared
+  persistentVolumeClaim:
+    claimName: {{ . }}
+{{- end }}
+{{- end }}
+
+{{- define "wxdask.sharedMount" -}}
+{{- if .Values.sharedVolume.existingClaim }}
+- name: shared
+  mountPath: {{ .Values.sharedVolume.mountPath }}
+{{- end }}
+{{- end }}
+
 {{- define "wxdask.podCommon" -}}
 serviceAccountName: {{ include "wxdask.serviceAccountName" . }}
 automountServiceAccountToken: false
