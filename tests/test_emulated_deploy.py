@@ -5,15 +5,20 @@ the chart with real Helm, takes the scheduler, CPU worker, GPU worker and Job
 containers' ``command``, ``args`` and ``env`` from the rendered manifests (not a
 copy of them), resolves ``$(VAR)`` references, ``fieldRef`` and ``secretKeyRef``
 as Kubernetes would, turns every volume mount into a local directory (the
-ConfigMap's files written into it), points the scheduler Service's name at
-127.0.0.1 and its ports at free ones, and starts each container as a process.
+ConfigMap's files written into it, a PersistentVolumeClaim shared by all pods),
+points the scheduler Service's name at 127.0.0.1 and its ports at free ones, and
+starts each container as a process. The pods' network being loopback here, the
+values add ``--host 127.0.0.1`` (the chart's ``extraArgs``) and dashboards bind
+127.0.0.1.
 
 Then: both workers register (the GPU group's one with the ``GPU`` resource and
 its GPU-memory environment), the dashboard answers ``/health`` and ``/metrics``,
 versions agree, and the Job (its wait-for-scheduler init container, then
 ``wxdask run ... --scheduler tcp://<release>-scheduler:8786``) completes against
 the scheduler, reading a synthetic archive from a local S3 endpoint and writing
-the store to a private bucket with credentials from the (emulated) Secret.
+the store to a private bucket with credentials from the (emulated) Secret:
+ingest on any worker, training and every encoder task on the GPU-resource worker
+only (read from the scheduler's task stream), the model on the shared volume.
 """
 
 from __future__ import annotations
