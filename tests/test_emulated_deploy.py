@@ -23,6 +23,7 @@ only (read from the scheduler's task stream), the model on the shared volume.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
@@ -51,6 +52,8 @@ START, END, LEADS = "2019-09-20T00", "2019-09-22T00", (0,)
 #: Stages the Job runs (`wxdask run --stages ...`). Drop --stages (the whole pipeline) once the
 #: remaining stages (evaluate, decode, search, interpolate, cluster) exist.
 JOB_STAGES = "ingest,train,embed"
+#: The GPU group's Keras backend: the chart's default (jax, as in the GPU image) where installed.
+GPU_KERAS_BACKEND = "jax" if importlib.util.find_spec("jax") else "tensorflow"
 #: Give-up limits for things that should happen (not performance thresholds).
 START_LIMIT, JOB_LIMIT = 120.0, 420.0
 
@@ -69,7 +72,7 @@ def _values(endpoint_url: str) -> dict:
         # The pods' network here is loopback: the servers listen on 127.0.0.1 only.
         "scheduler": {"extraArgs": ["--host", "127.0.0.1"]},
         "workers": {"cpu": {"replicas": 1, "nthreads": 1, "extraArgs": ["--host", "127.0.0.1"]},
-                    "gpu": {"replicas": 1, "extraArgs": ["--host", "127.0.0.1"]}},
+                    "gpu": {"replicas": 1, "kerasBackend": GPU_KERAS_BACKEND, "extraArgs": ["--host", "127.0.0.1"]}},
         "job": {
             "command": ["run"],
             "extraArgs": ["--stages", JOB_STAGES],
@@ -323,7 +326,7 @@ def test_gpu_tasks_run_on_the_gpu_worker_with_its_environment(client):
     info = client.scheduler_info(n_workers=-1)["workers"]
     gpu, cpu = _addr(info, f"{RELEASE}-worker-gpu-0"), _addr(info, f"{RELEASE}-worker-cpu-0")
     futures = [client.submit(os.getenv, "KERAS_BACKEND", resources={"GPU": 1}, pure=False) for _ in range(4)]
-    assert client.gather(futures) == ["jax"] * 4
+    assert client.gather(futures) == [GPU_KERAS_BACKEND] * 4
     assert {a for f in futures for a in client.who_has(f)[f.key]} == {gpu}
     names = ["XLA_PYTHON_CLIENT_PREALLOCATE", "TF_FORCE_GPU_ALLOW_GROWTH", "KERAS_BACKEND", "AWS_SECRET_ACCESS_KEY"]
     env = client.run(lambda: {n: os.getenv(n) for n in names})
