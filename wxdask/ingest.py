@@ -21,7 +21,7 @@ import xarray as xr
 from wxdask import store
 from wxdask.client import compute
 from wxdask.config import Config, StoreConfig
-from wxdask.errors import CorruptMessageError, SourceError, SourceNotFoundError
+from wxdask.errors import CorruptMessageError, SourceError, SourceNotFoundError, StoreLayoutError
 from wxdask.grid import Grid, grid_from_message, grid_mapping_attrs, latlon, projection_xy
 
 if TYPE_CHECKING:
@@ -245,7 +245,10 @@ def decode_refc(data: bytes, grid: Grid | None = None) -> tuple[np.ndarray, Grid
     """
     import eccodes
 
-    handle = eccodes.codes_new_from_message(data)
+    try:
+        handle = eccodes.codes_new_from_message(data)
+    except eccodes.GribInternalError as exc:
+        raise CorruptMessageError(f"ecCodes cannot read the message: {exc}") from None
     try:
         ident = tuple(eccodes.codes_get(handle, k) for k in ("discipline", "parameterCategory", "parameterNumber"))
         if ident != (0, 16, 196):
@@ -256,6 +259,8 @@ def decode_refc(data: bytes, grid: Grid | None = None) -> tuple[np.ndarray, Grid
         if grid is not None and found != grid:
             raise CorruptMessageError(f"message is on grid {found.name} {found.shape}, store holds {grid.name} {grid.shape}")
         values = eccodes.codes_get_values(handle)
+    except eccodes.GribInternalError as exc:
+        raise CorruptMessageError(f"ecCodes cannot decode the message: {exc}") from None
     finally:
         eccodes.codes_release(handle)
     return _quantise(values, found.shape), found
@@ -467,7 +472,6 @@ def refc_template(times: np.ndarray, leads: tuple[int, ...], grid: Grid, source:
                 "long_name": "composite reflectivity (entire atmosphere)",
                 "units": "dBZ",
                 "grid_mapping": "lambert_conformal",
-                "coordinates": "latitude longitude",
                 "grid": grid.name,
                 "orientation": "row 0 (y index 0) is the southern edge, as HRRR stores it (scanningMode 64)",
                 "encoding_note": "stored losslessly as int16 sixteenths of a dB (the GRIB message's 1/16 dB steps, -10 floor kept)",
@@ -546,18 +550,29 @@ def _check_source(source: Source) -> None:
         raise SourceNotFoundError(f"source {source.root!r}{where} does not exist or cannot be read")
 
 
-def _probe_grid(source: Source, slots: list[tuple[np.datetime64, int]], limit: int = 48) -> Grid:
-    """The grid of the first readable REFC message among ``slots``."""
+def _probe_grid(source: Source, slots: list[tuple[np.datetime64, int]], limit: int = 48) -> Grid | None:
+    """The grid of the first readable REFC message among the first ``limit`` slots, if any."""
     for t, lead in slots[:limit]:
         try:
             data, _, _ = fetch_refc(source, t, lead)
             return decode_refc(data)[1]
         except (SourceNotFoundError, CorruptMessageError):
             continue
-    raise SourceNotFoundError(
-        f"none of the first {min(limit, len(slots))} requested files in {source.root!r} holds a readable REFC "
-        "message, so the grid is unknown; check --start/--end and --source"
-    )
+    return None
+
+
+def _ok_slots(store_cfg: StoreConfig) -> set[tuple[np.datetime64, int]]:
+    """Slots the store already holds (status ok); empty for a new store."""
+    if not store.exists(store_cfg):
+        return set()
+    ds = store.open_store(store_cfg)
+    if "status" not in ds:
+        raise StoreLayoutError(f"store {store_cfg.url!r} has no 'status'; it was not made by wxdask ingest")
+    status = ds["status"].values
+    times = ds["time"].values.astype("datetime64[h]")
+    leads = ds["lead_time"].values
+    ti, li = np.nonzero(status == STATUS["ok"])
+    return {(times[i], int(leads[j])) for i, j in zip(ti, li)}
 
 
 def _store_grid(ds: xr.Dataset) -> Grid | None:
@@ -597,28 +612,32 @@ def run(cfg: Config, client: Client | None) -> str:
     source = Source(icfg.source, icfg.endpoint_url, icfg.anon, icfg.retries, icfg.backoff)
     _check_source(source)
     wanted = [(t, lead) for t in times for lead in icfg.leads]
-
-    grid = _store_grid(store.open_store(cfg.store)) if store.exists(cfg.store) else None
-    if grid is None:
-        grid = _probe_grid(source, wanted)
-    template = refc_template(times, icfg.leads, grid, source=icfg.source)
-    ds = store.init_output(cfg.store, template, ENCODING, check_equal=["x", "y", "refc.attrs"])
-
-    status = ds["status"].sel(time=times.astype("datetime64[ns]"), lead_time=list(icfg.leads)).values
-    time_index = {t: i for i, t in enumerate(ds["time"].values.astype("datetime64[h]"))}
-    lead_index = {int(v): i for i, v in enumerate(ds["lead_time"].values)}
-    todo = [
-        (t, lead, (time_index[t], lead_index[lead]))
-        for (t, lead), code in zip(wanted, status.ravel())
-        if code != STATUS["ok"]
-    ]
-    logger.info("%d of %d slot(s) to fetch (%d already in the store)", len(todo), len(wanted), len(wanted) - len(todo))
+    held = _ok_slots(cfg.store)
+    pending = [slot for slot in wanted if slot not in held]
+    logger.info("%d of %d slot(s) to fetch (%d already in the store)", len(pending), len(wanted), len(wanted) - len(pending))
     results: list[SlotResult] = []
-    if todo:
+    if pending:
+        held_grid = _store_grid(store.open_store(cfg.store)) if store.exists(cfg.store) else None
+        grid = _probe_grid(source, pending) or held_grid
+        if grid is None:
+            raise SourceNotFoundError(
+                f"none of the first {min(48, len(pending))} requested files in {source.root!r} holds a readable "
+                "REFC message, so the grid is unknown; check --start/--end and --source"
+            )
+        if held_grid is not None and held_grid != grid:
+            raise StoreLayoutError(
+                f"store {cfg.store.url!r} holds grid {held_grid.name} {held_grid.shape}, the source has "
+                f"{grid.name} {grid.shape}: a different grid; use another --store"
+            )
+        template = refc_template(times, icfg.leads, grid, source=icfg.source)
+        ds = store.init_output(cfg.store, template, ENCODING, check_equal=["x", "y", "refc.attrs"])
+        time_index = {t: i for i, t in enumerate(ds["time"].values.astype("datetime64[h]"))}
+        lead_index = {int(v): i for i, v in enumerate(ds["lead_time"].values)}
+        todo = [(t, lead, (time_index[t], lead_index[lead])) for t, lead in pending]
         results = compute(client, ingest(todo, source, cfg.store, grid), cfg.dask)
     store.set_attrs(cfg.store, {"wxdask_config": cfg.to_dict(), "wxdask_version": _version()})
     store.consolidate(cfg.store)
-    done = len(wanted) - len(todo)
+    done = len(wanted) - len(pending)
     summary = summarize(results) if results else "nothing to fetch"
     return f"{summary}\n{done} slot(s) were already ok; store: {cfg.store.url}"
 

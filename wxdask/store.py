@@ -208,8 +208,7 @@ def _check_compatible(cfg: StoreConfig, existing: xr.Dataset, template: xr.Datas
             raise StoreLayoutError(f"store {cfg.url!r} has no {var!r}; it was not made by this stage")
         if attrs:
             old, new = existing[var].attrs, template[var].attrs
-            keys = [k for k in new if k in old or True]
-            diff = [k for k in keys if _norm(old.get(k)) != _norm(new.get(k))]
+            diff = [k for k in new if _norm(old.get(k)) != _norm(new.get(k))]
             if diff:
                 k = diff[0]
                 raise StoreLayoutError(

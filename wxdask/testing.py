@@ -92,6 +92,8 @@ class FlakyProxy:
     service error), ``"500"``, or ``"drop"`` (connection closed without a reply).
     ``fail_every=n`` fails every n-th matching request. ``delay`` seconds are
     slept before forwarding each matching request (a slow network).
+    ``requests`` logs ``(method, path, Range header)`` of every request and
+    ``bytes_sent`` counts the body bytes returned.
 
     Examples
     --------
@@ -112,6 +114,8 @@ class FlakyProxy:
         self.delay = delay
         self.seen = 0
         self.failed = 0
+        self.requests: list[tuple[str, str, str | None]] = []
+        self.bytes_sent = 0
         self._lock = threading.Lock()
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -144,6 +148,8 @@ class FlakyProxy:
                 pass
 
             def _forward(self) -> None:
+                with proxy._lock:
+                    proxy.requests.append((self.command, self.path, self.headers.get("Range")))
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 if proxy.delay and proxy.match in self.path:
@@ -175,6 +181,8 @@ class FlakyProxy:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
+                    with proxy._lock:
+                        proxy.bytes_sent += len(data)
                 conn.close()
 
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
