@@ -215,5 +215,44 @@ def serve_archive(directory: str, port: int) -> None:
             click.echo("stopped")
 
 
+@main.command("synth")
+@click.option("--start", required=True, help="First initialisation time, e.g. 2019-09-20T00 (UTC).")
+@click.option("--end", required=True, help="End time, exclusive.")
+@click.option("--leads", default="0", show_default=True, help="Forecast leads in hours, e.g. 0,1.")
+@click.option("--grid", "grid_name", default="coarse", show_default=True, help="hrrr (1059x1799, 3 km) or coarse (66x112, 48 km).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic weather.")
+@click.option("--missing", default=None, metavar="T[/L],...", help="Slots left out (a time alone: all its leads).")
+@click.option("--missing-idx", default=None, metavar="T[/L],...", help="Slots written without their .idx.")
+@click.option("--corrupt", default=None, metavar="T[/L][=garbage|truncated],...", help="Slots whose REFC message is damaged.")
+@click.option("--old-label", is_flag=True, help="Write the older REFC level label in the .idx files.")
+@click.option("--out", required=True, help="Directory (files under DIR/noaa-hrrr-bdp-pds/) or s3://bucket[/prefix].")
+@click.option("--endpoint-url", default=None, help="S3 endpoint for an s3:// --out (default: AWS).")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+def synth_command(start: str, end: str, leads: str, grid_name: str, seed: int, missing: str | None,
+                  missing_idx: str | None, corrupt: str | None, old_label: bool, out: str,
+                  endpoint_url: str | None, verbose: int, quiet: bool) -> None:
+    """Write a synthetic HRRR archive (GRIB2 + .idx, the noaa-hrrr-bdp-pds layout)."""
+    import os
+
+    from wxdask import synth
+
+    _setup_logging(-1 if quiet else verbose)
+    storage_options = None
+    if out.startswith("s3://"):
+        storage_options = {"s3_additional_kwargs": {"ACL": "public-read"}}
+        if endpoint_url:
+            storage_options["client_kwargs"] = {"endpoint_url": endpoint_url}
+            if not os.environ.get("AWS_ACCESS_KEY_ID"):
+                # A local endpoint (moto) checks no signature but botocore wants some credentials.
+                storage_options.update(key="wxdask-local", secret="wxdask-local")
+    keys = synth.write_archive(out, start, end, leads, grid=grid_name, seed=seed, missing=missing or (),
+                               missing_idx=missing_idx or (), corrupt=corrupt or (), old_label=old_label,
+                               storage_options=storage_options)
+    where = out if out.startswith("s3://") else os.path.join(out, synth.BUCKET)
+    n_grib = sum(not k.endswith(".idx") for k in keys)
+    click.echo(f"wrote {n_grib} GRIB2 files and {len(keys) - n_grib} .idx files under {where}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
