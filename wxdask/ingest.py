@@ -39,6 +39,8 @@ __all__ = [
     "check_message",
     "decode_refc",
     "fetch_refc",
+    "fetch_slot",
+    "write_slot",
     "ingest_slot",
     "refc_template",
     "ingest",
@@ -418,31 +420,50 @@ class SlotResult:
     message_bytes: int = 0
 
 
+def fetch_slot(source: Source, grid: Grid | None, init_time: np.datetime64, lead: int
+               ) -> tuple[SlotResult, np.ndarray | None, Grid | None]:
+    """Fetch, check and decode one slot; every failure becomes a :class:`SlotResult`.
+
+    Returns
+    -------
+    result : SlotResult
+        Status ``ok`` or the reason the slot is not filled.
+    values : numpy.ndarray or None
+        ``(ny, nx)`` int16 sixteenths of a dB when ok.
+    grid : Grid or None
+        The message's grid when ok.
+    """
+    try:
+        data, _, nbytes = fetch_refc(source, init_time, lead)
+        values, found = decode_refc(data, grid)
+    except SourceNotFoundError as exc:
+        return SlotResult(init_time, lead, getattr(exc, "reason", "absent"), str(exc)), None, None
+    except CorruptMessageError as exc:
+        return SlotResult(init_time, lead, "corrupt", f"{hrrr_key(init_time, lead)}: {exc}"), None, None
+    except SourceError as exc:
+        return SlotResult(init_time, lead, "failed", str(exc)), None, None
+    return SlotResult(init_time, lead, "ok", "", nbytes, len(data)), values, found
+
+
+def write_slot(store_cfg: StoreConfig, index: tuple[int, int], result: SlotResult, values: np.ndarray | None) -> SlotResult:
+    """Write one slot's image and message size, then its status (last, as the commit mark)."""
+    if result.status == "ok":
+        store.write_region(store_cfg, {"refc": values, "grib_bytes": np.int32(result.message_bytes)}, index)
+    else:
+        logger.warning("%s lead %d: %s (%s)", result.time, result.lead, result.status, result.detail)
+    store.write_region(store_cfg, {"status": np.int8(STATUS[result.status])}, index)
+    return result
+
+
 def ingest_slot(source: Source, store_cfg: StoreConfig, grid: Grid, init_time: np.datetime64, lead: int,
                 index: tuple[int, int]) -> SlotResult:
     """Fetch, check, decode and write one slot; runs as one Dask task.
 
-    The image and message size are written first and ``status`` last, so a
-    slot interrupted half-way is retried by the next run.
+    The image is written before ``status``, so a slot interrupted half-way is
+    retried by the next run.
     """
-    try:
-        data, entry, nbytes = fetch_refc(source, init_time, lead)
-        values, _ = decode_refc(data, grid)
-    except SourceNotFoundError as exc:
-        return _record(store_cfg, index, SlotResult(init_time, lead, getattr(exc, "reason", "absent"), str(exc)))
-    except CorruptMessageError as exc:
-        return _record(store_cfg, index, SlotResult(init_time, lead, "corrupt", f"{hrrr_key(init_time, lead)}: {exc}"))
-    except SourceError as exc:
-        return _record(store_cfg, index, SlotResult(init_time, lead, "failed", str(exc)))
-    store.write_region(store_cfg, {"refc": values, "grib_bytes": np.int32(len(data))}, index)
-    return _record(store_cfg, index, SlotResult(init_time, lead, "ok", "", nbytes, len(data)))
-
-
-def _record(store_cfg: StoreConfig, index: tuple[int, int], result: SlotResult) -> SlotResult:
-    store.write_region(store_cfg, {"status": np.int8(STATUS[result.status])}, index)
-    if result.status != "ok":
-        logger.warning("%s lead %d: %s (%s)", result.time, result.lead, result.status, result.detail)
-    return result
+    result, values, _ = fetch_slot(source, grid, init_time, lead)
+    return write_slot(store_cfg, index, result, values)
 
 
 # --------------------------------------------------------------------------
@@ -550,15 +571,20 @@ def _check_source(source: Source) -> None:
         raise SourceNotFoundError(f"source {source.root!r}{where} does not exist or cannot be read")
 
 
-def _probe_grid(source: Source, slots: list[tuple[np.datetime64, int]], limit: int = 48) -> Grid | None:
-    """The grid of the first readable REFC message among the first ``limit`` slots, if any."""
+def _probe_grid(source: Source, slots: list[tuple[np.datetime64, int]], limit: int = 48
+                ) -> tuple[Grid | None, list[tuple[SlotResult, np.ndarray | None]]]:
+    """Fetch slots in order until one decodes, to learn the source's grid.
+
+    Returns the grid (``None`` if none of the first ``limit`` slots decodes) and
+    the results of the slots tried, which the caller writes like any other.
+    """
+    tried = []
     for t, lead in slots[:limit]:
-        try:
-            data, _, _ = fetch_refc(source, t, lead)
-            return decode_refc(data)[1]
-        except (SourceNotFoundError, CorruptMessageError):
-            continue
-    return None
+        result, values, grid = fetch_slot(source, None, t, lead)
+        tried.append((result, values))
+        if grid is not None:
+            return grid, tried
+    return None, tried
 
 
 def _ok_slots(store_cfg: StoreConfig) -> set[tuple[np.datetime64, int]]:
@@ -618,7 +644,8 @@ def run(cfg: Config, client: Client | None) -> str:
     results: list[SlotResult] = []
     if pending:
         held_grid = _store_grid(store.open_store(cfg.store)) if store.exists(cfg.store) else None
-        grid = _probe_grid(source, pending) or held_grid
+        grid, probed = _probe_grid(source, pending)
+        grid = grid or held_grid
         if grid is None:
             raise SourceNotFoundError(
                 f"none of the first {min(48, len(pending))} requested files in {source.root!r} holds a readable "
@@ -633,8 +660,12 @@ def run(cfg: Config, client: Client | None) -> str:
         ds = store.init_output(cfg.store, template, ENCODING, check_equal=["x", "y", "refc.attrs"])
         time_index = {t: i for i, t in enumerate(ds["time"].values.astype("datetime64[h]"))}
         lead_index = {int(v): i for i, v in enumerate(ds["lead_time"].values)}
-        todo = [(t, lead, (time_index[t], lead_index[lead])) for t, lead in pending]
-        results = compute(client, ingest(todo, source, cfg.store, grid), cfg.dask)
+        def index(t: np.datetime64, lead: int) -> tuple[int, int]:
+            return time_index[t], lead_index[lead]
+
+        results = [write_slot(cfg.store, index(r.time, r.lead), r, values) for r, values in probed]
+        todo = [(t, lead, index(t, lead)) for t, lead in pending[len(probed):]]
+        results += compute(client, ingest(todo, source, cfg.store, grid), cfg.dask)
     store.set_attrs(cfg.store, {"wxdask_config": cfg.to_dict(), "wxdask_version": _version()})
     store.consolidate(cfg.store)
     done = len(wanted) - len(pending)
