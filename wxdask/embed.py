@@ -429,6 +429,11 @@ class KerasRawEncoder:
         if fast is None:
             fast = os.environ.get("WXDASK_EMBED_PREDICT", "0") != "1"
         self._jit = self._jax_forward() if fast and self.backend == "jax" else None
+        if self._jit is None and self.backend == "tensorflow":
+            # two batch sizes now, so tf.function relaxes the batch dimension once, here,
+            # instead of retracing for the first short batch of a run
+            for n in (1, 2):
+                self.model.predict_on_batch(np.zeros((n, ny, nx), dtype=np.int16))
 
     def _jax_forward(self) -> Any:
         import jax
