@@ -216,11 +216,11 @@ def grid_mapping_attrs(grid: Grid) -> dict[str, Any]:
         parallels = [grid.latin1, grid.latin2]
     proj4 = (
         f"+proj=lcc +lat_0={grid.lad} +lon_0={lon0} +lat_1={grid.latin1} +lat_2={grid.latin2} "
-        f"+x_0=0 +y_0=0 +R={grid.radius:g} +units=m +no_defs"
+        f"+x_0=0 +y_0=0 +R={grid.radius:.10g} +units=m +no_defs"
     )
     wkt = (
         'PROJCS["unnamed",GEOGCS["unnamed",DATUM["unnamed",SPHEROID["Sphere",'
-        f'{grid.radius:g},0]],PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]],'
+        f'{grid.radius:.10g},0]],PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]],'
         'PROJECTION["Lambert_Conformal_Conic_2SP"],'
         f'PARAMETER["standard_parallel_1",{grid.latin1}],PARAMETER["standard_parallel_2",{grid.latin2}],'
         f'PARAMETER["latitude_of_origin",{grid.lad}],PARAMETER["central_meridian",{lon0}],'
