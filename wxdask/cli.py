@@ -224,6 +224,86 @@ def serve_archive(directory: str, port: int) -> None:
 @click.option("--missing", default=None, metavar="T[/L],...", help="Slots left out (a time alone: all its leads).")
 @click.option("--missing-idx", default=None, metavar="T[/L],...", help="Slots written without their .idx.")
 @click.option("--corrupt", default=None, metavar="T[/L][=garbage|truncated],...", help="Slots whose REFC message is damaged.")
+@main.command("search")
+@click.option("--store", "store_url", default=None, help="Zarr store path or URL (holding embedding).")
+@click.option("-k", "k", type=int, default=None, help="Neighbours per slot (default 10).")
+@click.option("--exclude-window", default=None, help="Drop slots within this time of the query, e.g. 24h (default), 0.")
+@click.option("--lead", type=int, default=None, help="Search this lead only (default: all slots together).")
+@click.option("--block-size", type=int, default=None, help="Queries per task.")
+@click.option("--time", "time_", default=None, help="Answer one query: this slot (e.g. 2019-09-20T05), printed as a table.")
+@click.option("--query-lead", type=int, default=None, help="Lead of the --time slot (default: --lead, else the first).")
+@click.option("--image", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Answer one query: this image (GRIB2 file with REFC, or .npy of dBZ), encoded with the model.")
+@click.option("--model", "model_dir", default=None, type=click.Path(), help="Model for --image and pictures (default: the embedding's).")
+@click.option("--plot", default=None, type=click.Path(dir_okay=False), help="With --time/--image: PNG of the query beside its neighbours.")
+@cluster_options
+def search_command(store_url: str | None, k: int | None, exclude_window: str | None, lead: int | None,
+                   block_size: int | None, time_: str | None, query_lead: int | None, image: str | None,
+                   model_dir: str | None, plot: str | None, common: dict) -> None:
+    """All-pairs nearest neighbours of every slot, or the neighbours of one time or image."""
+    from wxdask import search as stage
+
+    cfg = load_config(common, store={"url": store_url}, search={
+        "k": k, "exclude_window": exclude_window, "lead": lead, "block_size": block_size, "model_dir": model_dir})
+    if time_ is None and image is None:
+        if plot:
+            raise click.UsageError("--plot needs a single query (--time or --image)")
+        click.echo(run_stage(stage.run, cfg))
+        return
+
+    def one(c: Any, client: Any) -> str:
+        result = stage.query(c, client, time=time_, lead=query_lead, image=image)
+        text = stage.format_table(result)
+        if plot:
+            text += f"\nwrote {stage.plot_query(c, result, plot)}"
+        return text
+
+    click.echo(run_stage(one, cfg))
+
+
+@main.command("interpolate")
+@click.option("--store", "store_url", default=None, help="Zarr store path or URL (holding embedding).")
+@click.option("--n-decode", type=int, default=None, help="Slots whose interpolation is decoded and scored in dBZ (default 4).")
+@click.option("--model", "model_dir", default=None, type=click.Path(), help="Model whose decoder scores them (default: the embedding's).")
+@click.option("--plot", default=None, type=click.Path(dir_okay=False), help="PNG of residual and step over time.")
+@cluster_options
+def interpolate_command(store_url: str | None, n_decode: int | None, model_dir: str | None, plot: str | None,
+                        common: dict) -> None:
+    """Interpolation residuals between neighbouring hours, and their median ratio to the hourly step."""
+    from wxdask import interpolate as stage
+
+    cfg = load_config(common, store={"url": store_url},
+                      interpolate={"n_decode": n_decode, "model_dir": model_dir, "plot": plot})
+    click.echo(run_stage(stage.run, cfg))
+    click.echo(stage.summary(cfg))
+    if plot:
+        click.echo(f"wrote {plot}")
+
+
+@main.command("cluster")
+@click.option("--store", "store_url", default=None, help="Zarr store path or URL (holding embedding).")
+@click.option("-k", "k", type=int, default=None, help="Number of clusters (default 5).")
+@click.option("--lead", type=int, default=None, help="Cluster this lead only (default: all slots).")
+@click.option("--engine", type=click.Choice(["lloyd", "dask-ml"]), default=None,
+              help="Lloyd iterations on Dask arrays (default) or dask-ml's KMeans; both k-means||.")
+@click.option("--max-iter", type=int, default=None, help="Lloyd iterations at most.")
+@click.option("--seed", type=int, default=None, help="Random state.")
+@click.option("--model", "model_dir", default=None, type=click.Path(), help="Model whose decoder draws the centroids.")
+@click.option("--plot", default=None, type=click.Path(dir_okay=False), help="PNG of the decoded centroids (default: beside the store).")
+@cluster_options
+def cluster_command(store_url: str | None, k: int | None, lead: int | None, engine: str | None,
+                    max_iter: int | None, seed: int | None, model_dir: str | None, plot: str | None,
+                    common: dict) -> None:
+    """K-means weather regimes of every embedded slot, with sizes, monthly counts and centroid maps."""
+    from wxdask import kmeans as stage
+
+    cfg = load_config(common, store={"url": store_url}, kmeans={
+        "k": k, "lead": lead, "engine": engine, "max_iter": max_iter, "seed": seed, "model_dir": model_dir,
+        "plot": plot})
+    click.echo(run_stage(stage.run, cfg))
+    click.echo(stage.format_sizes(cfg))
+
+
 @click.option("--old-label", is_flag=True, help="Write the older REFC level label in the .idx files.")
 @click.option("--out", required=True, help="Directory (files under DIR/noaa-hrrr-bdp-pds/) or s3://bucket[/prefix].")
 @click.option("--endpoint-url", default=None, help="S3 endpoint for an s3:// --out (default: AWS).")
