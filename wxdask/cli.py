@@ -194,36 +194,6 @@ def run_all(stages: str | None, common: dict) -> None:
         click.echo(f"== {name}\n{text}")
 
 
-@main.command("serve-archive")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False))
-@click.option("--port", default=0, type=int, help="Port on 127.0.0.1 (default: a free one).")
-def serve_archive(directory: str, port: int) -> None:
-    """Serve a synthetic archive DIRECTORY on a local S3 endpoint until stopped."""
-    import threading
-
-    from wxdask.s3local import ARCHIVE_BUCKET, LocalS3
-
-    _setup_logging(0)
-    with LocalS3(port=port) as s3:
-        n = s3.upload_archive(directory)
-        click.echo(f"serving {n} objects as s3://{ARCHIVE_BUCKET} at {s3.endpoint_url}")
-        click.echo(f"  wxdask ingest --source s3://{ARCHIVE_BUCKET} --endpoint-url {s3.endpoint_url} ...")
-        click.echo("press Ctrl-C to stop")
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            click.echo("stopped")
-
-
-@main.command("synth")
-@click.option("--start", required=True, help="First initialisation time, e.g. 2019-09-20T00 (UTC).")
-@click.option("--end", required=True, help="End time, exclusive.")
-@click.option("--leads", default="0", show_default=True, help="Forecast leads in hours, e.g. 0,1.")
-@click.option("--grid", "grid_name", default="coarse", show_default=True, help="hrrr (1059x1799, 3 km) or coarse (66x112, 48 km).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic weather.")
-@click.option("--missing", default=None, metavar="T[/L],...", help="Slots left out (a time alone: all its leads).")
-@click.option("--missing-idx", default=None, metavar="T[/L],...", help="Slots written without their .idx.")
-@click.option("--corrupt", default=None, metavar="T[/L][=garbage|truncated],...", help="Slots whose REFC message is damaged.")
 @main.command("search")
 @click.option("--store", "store_url", default=None, help="Zarr store path or URL (holding embedding).")
 @click.option("-k", "k", type=int, default=None, help="Neighbours per slot (default 10).")
@@ -304,6 +274,36 @@ def cluster_command(store_url: str | None, k: int | None, lead: int | None, engi
     click.echo(stage.format_sizes(cfg))
 
 
+@main.command("serve-archive")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("--port", default=0, type=int, help="Port on 127.0.0.1 (default: a free one).")
+def serve_archive(directory: str, port: int) -> None:
+    """Serve a synthetic archive DIRECTORY on a local S3 endpoint until stopped."""
+    import threading
+
+    from wxdask.s3local import ARCHIVE_BUCKET, LocalS3
+
+    _setup_logging(0)
+    with LocalS3(port=port) as s3:
+        n = s3.upload_archive(directory)
+        click.echo(f"serving {n} objects as s3://{ARCHIVE_BUCKET} at {s3.endpoint_url}")
+        click.echo(f"  wxdask ingest --source s3://{ARCHIVE_BUCKET} --endpoint-url {s3.endpoint_url} ...")
+        click.echo("press Ctrl-C to stop")
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            click.echo("stopped")
+
+
+@main.command("synth")
+@click.option("--start", required=True, help="First initialisation time, e.g. 2019-09-20T00 (UTC).")
+@click.option("--end", required=True, help="End time, exclusive.")
+@click.option("--leads", default="0", show_default=True, help="Forecast leads in hours, e.g. 0,1.")
+@click.option("--grid", "grid_name", default="coarse", show_default=True, help="hrrr (1059x1799, 3 km) or coarse (66x112, 48 km).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic weather.")
+@click.option("--missing", default=None, metavar="T[/L],...", help="Slots left out (a time alone: all its leads).")
+@click.option("--missing-idx", default=None, metavar="T[/L],...", help="Slots written without their .idx.")
+@click.option("--corrupt", default=None, metavar="T[/L][=garbage|truncated],...", help="Slots whose REFC message is damaged.")
 @click.option("--old-label", is_flag=True, help="Write the older REFC level label in the .idx files.")
 @click.option("--out", required=True, help="Directory (files under DIR/noaa-hrrr-bdp-pds/) or s3://bucket[/prefix].")
 @click.option("--endpoint-url", default=None, help="S3 endpoint for an s3:// --out (default: AWS).")
