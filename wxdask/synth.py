@@ -35,7 +35,7 @@ import math
 import os
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -326,8 +326,6 @@ def _source_table() -> dict[str, np.ndarray]:
     for name in ("life", "dbz", "size_km"):
         lo_hi = np.array([getattr(s, name) for _, s in rows], dtype=np.float64)
         cols[name + "_lo"], cols[name + "_hi"] = lo_hi[:, 0], lo_hi[:, 1]
-    cols["steer_u"] = np.array([_REGIMES[ri].steering[0] for ri, _ in rows])
-    cols["steer_v"] = np.array([_REGIMES[ri].steering[1] for ri, _ in rows])
     assert np.all(cols["rate"] < _SLOTS)
     return cols
 
@@ -403,9 +401,9 @@ def _storms(seed: int, t: int, lead: int) -> dict[str, np.ndarray]:
     rate = src["rate"][isrc] * _diurnal(births[ih], src["lon"][isrc], src["peak_lst"][isrc], src["diurnal"][isrc])
     slot_hash = _hash(seed, _T_BIRTH, births[ih][:, None], isrc[:, None], np.arange(_SLOTS)[None, :])
     born = _draw(slot_hash, 1)[..., 0] < (rate / _SLOTS)[:, None]
-    row, _slot = np.nonzero(born)
+    row = np.nonzero(born)[0]
     ident, hb, ep, isrc = slot_hash[born], births[ih[row]], episode[ih[row]], isrc[row]
-    p = _draw(ident, 10)
+    p = _draw(ident, 7)
     life = src["life_lo"][isrc] + (src["life_hi"][isrc] - src["life_lo"][isrc]) * p[:, 0]
     age = (t - hb).astype(np.float64)
     alive = age < life
@@ -1072,18 +1070,18 @@ def _corrupt(message: bytes, kind: str, seed: int) -> bytes:
     rng = np.random.default_rng([int(seed), len(message)])
     out = bytearray(message)
     payload = int.from_bytes(message[off[7] : off[7] + 4], "big") - 5
-    if payload >= 64:
+    constant = payload < 64
+    if constant:
+        # A constant field has (almost) no data section: garble section 5 from its reference value on.
+        n = off[6] - off[5] - 11
+        start = off[5] + 11
+    else:
         # A few hundred bytes of garbage in the middle of section 7.
         n = min(300, payload // 2)
         start = off[7] + 5 + (payload - n) // 2
-    else:
-        # A constant field has (almost) no data section: garble section 5 from its
-        # reference value on, with an exponent that makes the reference absurd.
-        n = off[6] - off[5] - 11
-        start = off[5] + 11
     out[start : start + n] = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
-    if payload < 64:
-        out[start] = 0x7F
+    if constant:
+        out[start] = 0x7F  # an exponent that makes the reference value absurd (or NaN)
     return bytes(out)
 
 
