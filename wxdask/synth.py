@@ -43,6 +43,7 @@ from wxdask.config import parse_leads, parse_time
 from wxdask.errors import ConfigError
 from wxdask.grid import Grid, get_grid, grib_grid_keys, latlon, lonlat_to_xy, projection_xy
 from wxdask.ingest import hrrr_key
+from wxdask.s3local import ARCHIVE_BUCKET
 
 __all__ = [
     "REGIME_NAMES",
@@ -59,7 +60,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Bucket name of the public HRRR archive; local archives live under ``DIR/BUCKET``.
-BUCKET = "noaa-hrrr-bdp-pds"
+BUCKET = ARCHIVE_BUCKET
 #: Names of the weather regimes, indexed by the values :func:`regime_of` returns.
 REGIME_NAMES = ("plains_mcs", "gulf_convection", "northeast_front", "quiet", "west_coast_stratiform")
 #: Ways :func:`archive_file` can damage a REFC message.
