@@ -1,0 +1,272 @@
+"""Pictures: panels of reflectivity maps on the lat/lon grid, and images decoded from embeddings.
+
+Core (pure): :func:`dbz_colormap`, :func:`decode_dbz`, :func:`clip_max_of`.
+Files: :func:`image_panel` (one PNG of several maps, with a dBZ colour scale),
+:func:`series_plot` (lines over time), :func:`load_decoder` (the model's decoder).
+
+Maps follow the store's orientation (row 0 is the southern edge). Matplotlib
+runs headless (the Agg backend); large grids are thinned for drawing only.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+__all__ = [
+    "Predictor",
+    "DBZ_LEVELS",
+    "DBZ_COLORS",
+    "dbz_colormap",
+    "decode_dbz",
+    "clip_max_of",
+    "load_decoder",
+    "image_panel",
+    "series_plot",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Boundaries of the colour scale, dBZ (values below 5 dBZ are left blank: no echo).
+DBZ_LEVELS = tuple(range(5, 80, 5))
+#: The usual National Weather Service reflectivity colours, one per 5 dBZ band from 5 to 75.
+DBZ_COLORS = (
+    "#04e9e7", "#019ff4", "#0300f4", "#02fd02", "#01c501", "#008e00", "#fdf802",
+    "#e5bc00", "#fd9500", "#fd0000", "#d40000", "#bc0000", "#f800fd", "#9854c6",
+)
+#: Largest side drawn; larger images are thinned (drawing only).
+MAX_DRAW = 600
+
+
+class Predictor(Protocol):
+    """Anything with ``predict(x) -> numpy.ndarray`` (a Keras model, or a numpy fake in tests)."""
+
+    def predict(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - protocol
+        ...
+
+
+def dbz_colormap() -> tuple[ListedColormap, BoundaryNorm]:
+    """The reflectivity colour map and its norm (5 dBZ bands from 5 to 75; blank below 5).
+
+    Examples
+    --------
+    >>> cmap, norm = dbz_colormap()
+    >>> cmap.N, int(norm.boundaries[0]), int(norm.boundaries[-1])
+    (14, 5, 75)
+    """
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    cmap = ListedColormap(list(DBZ_COLORS), name="nws_reflectivity").with_extremes(
+        under=(1, 1, 1, 0), over=DBZ_COLORS[-1], bad=(0.85, 0.85, 0.85, 1))
+    return cmap, BoundaryNorm(DBZ_LEVELS, cmap.N)
+
+
+def decode_dbz(z: np.ndarray, decoder: Predictor, clip_max: float, batch_size: int = 64) -> np.ndarray:
+    """Decode embeddings to images in dBZ with a decoder whose output is in scaled units.
+
+    Parameters
+    ----------
+    z : numpy.ndarray
+        ``(n, n_latent)`` embeddings.
+    decoder : Predictor
+        ``predict((b, n_latent)) -> (b, ny, nx[, 1])``, scaled ``0..1``.
+    clip_max : float
+        dBZ of a scaled 1 (the model's clip).
+    batch_size : int
+        Embeddings per ``predict`` call.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, ny, nx)`` float32 dBZ.
+
+    Examples
+    --------
+    >>> class Fake:
+    ...     def predict(self, z):
+    ...         return np.repeat(z[:, :1, None, None], 2, axis=2)
+    >>> decode_dbz(np.array([[0.5, 9.0]]), Fake(), 60.0)
+    array([[[30., 30.]]], dtype=float32)
+    """
+    z = np.asarray(z, dtype=np.float32)
+    out = []
+    for start in range(0, z.shape[0], batch_size):
+        batch = z[start:start + batch_size]
+        try:
+            y = decoder.predict(batch, verbose=0)
+        except TypeError:
+            y = decoder.predict(batch)
+        y = np.asarray(y, dtype=np.float32)
+        if y.ndim == 4 and y.shape[-1] == 1:
+            y = y[..., 0]
+        out.append(y * np.float32(clip_max))
+    if not out:
+        return np.zeros((0, 0, 0), dtype=np.float32)
+    return np.concatenate(out, axis=0)
+
+
+def clip_max_of(model_dir: str, default: float = 60.0) -> float:
+    """The model's clip (dBZ of a scaled 1) from its metadata, else ``default``."""
+    try:
+        from wxdask.model import read_metadata
+
+        meta = read_metadata(model_dir)
+    except Exception:  # noqa: BLE001 - no metadata: the default scale
+        return float(default)
+    return float(_find_key(meta, "clip_max", default))
+
+
+def _find_key(data: Any, key: str, default: Any) -> Any:
+    if isinstance(data, dict):
+        if key in data and isinstance(data[key], (int, float)):
+            return data[key]
+        for value in data.values():
+            found = _find_key(value, key, None)
+            if found is not None:
+                return found
+    return default
+
+
+def load_decoder(model_dir: str, default_clip: float = 60.0) -> tuple[Predictor, float]:
+    """Load the trained model's decoder and its clip, via :mod:`wxdask.model`.
+
+    Raises
+    ------
+    ModelError
+        If there is no model (from :func:`wxdask.model.load_model`).
+    ImportError
+        If wxdask.model or Keras is not available.
+    """
+    from wxdask import model as wxmodel
+
+    mdl = wxmodel.load_model(model_dir)
+    return wxmodel.decoder_of(mdl), clip_max_of(model_dir, default_clip)
+
+
+def _thin(a: np.ndarray) -> np.ndarray:
+    step = max(1, int(np.ceil(max(a.shape[-2:]) / MAX_DRAW)))
+    return a[..., ::step, ::step]
+
+
+def image_panel(
+    images: Sequence[np.ndarray | None],
+    titles: Sequence[str],
+    path: str,
+    *,
+    latitude: np.ndarray | None = None,
+    longitude: np.ndarray | None = None,
+    suptitle: str | None = None,
+    ncols: int | None = None,
+) -> str:
+    """Write one PNG of reflectivity maps side by side, with one dBZ colour bar.
+
+    Parameters
+    ----------
+    images : sequence of numpy.ndarray or None
+        ``(y, x)`` maps in dBZ (row 0 south); ``None`` draws an empty panel.
+    titles : sequence of str
+        One per image.
+    path : str
+        PNG to write.
+    latitude, longitude : numpy.ndarray, optional
+        ``(y, x)`` coordinates; maps are drawn on them when their shape
+        matches, else in grid cells.
+    suptitle : str, optional
+        Title of the figure.
+    ncols : int, optional
+        Columns (default: up to 4).
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    if n == 0:
+        raise ValueError("image_panel needs at least one image")
+    ncols = ncols or min(n, 4)
+    nrows = int(np.ceil(n / ncols))
+    shapes = [im.shape for im in images if im is not None]
+    aspect = (shapes[0][0] / shapes[0][1]) if shapes else 0.6
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.6 * nrows * aspect + 1.0), squeeze=False)
+    cmap, norm = dbz_colormap()
+    mappable = None
+    for ax, img, title in zip(axes.ravel(), images, titles):
+        ax.set_title(title, fontsize=8)
+        if img is None:
+            ax.text(0.5, 0.5, "no image", ha="center", va="center", transform=ax.transAxes, fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        img = np.asarray(img, dtype=np.float32)
+        on_grid = latitude is not None and longitude is not None and np.shape(latitude) == img.shape
+        if on_grid:
+            lon = np.asarray(longitude)
+            lon = np.where(lon > 180, lon - 360, lon)
+            mappable = ax.pcolormesh(_thin(lon), _thin(np.asarray(latitude)), _thin(img), cmap=cmap, norm=norm,
+                                     shading="nearest", rasterized=True)
+            ax.set_xlabel("longitude", fontsize=7)
+            ax.set_ylabel("latitude", fontsize=7)
+        else:
+            mappable = ax.imshow(_thin(img), origin="lower", cmap=cmap, norm=norm, interpolation="nearest")
+        ax.tick_params(labelsize=6)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    if mappable is not None:
+        cbar = fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.8, extend="both")
+        cbar.set_label("composite reflectivity (dBZ)", fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    logger.info("wrote %s", path)
+    return path
+
+
+def series_plot(
+    time: np.ndarray,
+    series: dict[str, np.ndarray],
+    path: str,
+    *,
+    ylabel: str = "",
+    title: str | None = None,
+    logy: bool = True,
+) -> str:
+    """Write a PNG of one or more series over time (NaN breaks a line: gaps stay visible).
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    for name, values in series.items():
+        ax.plot(np.asarray(time), np.asarray(values, dtype=np.float64), label=name, lw=0.9, marker=".", ms=2)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_xlabel("initialisation time (UTC)")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    logger.info("wrote %s", path)
+    return path
