@@ -84,7 +84,7 @@ def main() -> int:
     p.add_argument("--warmup-images", type=int, default=256)
     p.add_argument("--grid", default="hrrr", choices=["hrrr", "coarse"])
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--images-per-task", type=int, default=512)
+    p.add_argument("--images-per-task", type=int, default=1024)
     p.add_argument("--distinct", type=int, default=32, help="distinct synthetic fields cycled over the slots")
     p.add_argument("--bare", type=int, default=512, help="images for the bare-predict reference (0: skip)")
     p.add_argument("--workdir", default="/tmp/wxdask-bench-gpu")

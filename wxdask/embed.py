@@ -482,7 +482,10 @@ def _read_images(store_cfg: StoreConfig, t0: int, slots: np.ndarray) -> np.ndarr
     for lead in np.unique(slots[:, 1]):
         rows = np.flatnonzero(slots[:, 1] == lead)
         times = t0 + slots[rows, 0]
-        block = store.read_region(store_cfg, "refc", (times, int(lead), slice(None), slice(None)))
+        sel = slice(int(times[0]), int(times[-1]) + 1) if np.all(np.diff(times) == 1) else times
+        block = store.read_region(store_cfg, "refc", (sel, int(lead), slice(None), slice(None)))
+        if len(rows) == len(slots):  # one lead: the block is the answer, no copy
+            return block
         if out is None:
             out = np.empty((len(slots), *block.shape[1:]), dtype=block.dtype)
         out[rows] = block
@@ -535,7 +538,9 @@ def _embed_chunk(
     out = store.read_region(store_cfg, "embedding", (slice(t0, t1),)).astype(np.float32, copy=True)
     out[~ok] = np.nan
     slots = np.argwhere(todo)
-    groups = [slots[i : i + read_size] for i in range(0, len(slots), read_size)]
+    # a short first group, so the device starts while the rest is read; then read_size at a time
+    edges = [0, *range(min(batch_size, read_size), len(slots), read_size), len(slots)]
+    groups = [slots[a:b] for a, b in zip(edges[:-1], edges[1:]) if b > a]
     for group, images in _prefetched(groups, lambda g: _read_images(store_cfg, t0, g)):
         z = embed_block(images, encoder, batch_size=batch_size)
         if z.shape[1] != out.shape[2]:
