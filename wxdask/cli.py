@@ -144,6 +144,36 @@ def ingest(start: str | None, end: str | None, leads: str | None, store_url: str
     click.echo(run_stage(stage.run, cfg))
 
 
+@main.command()
+@click.option("--store", "store_url", default=None, help="Zarr store path or URL (holding refc).")
+@click.option("--model", "model_dir", default=None, type=click.Path(), help="Model directory (created; resumed when rerun).")
+@click.option("--epochs", type=int, default=None, help="Total epochs (a rerun with more continues from the checkpoint).")
+@click.option("--batch-size", type=int, default=None, help="Images per training batch.")
+@click.option("--gpu-worker/--local", "on_gpu_worker", default=None, help="Train as a task on a GPU worker, or in this process.")
+@cluster_options
+def train(store_url: str | None, model_dir: str | None, epochs: int | None, batch_size: int | None,
+          on_gpu_worker: bool | None, common: dict) -> None:
+    """Train the autoencoder on the store's training days (held-out days kept aside)."""
+    from wxdask import train as stage
+
+    cfg = load_config(common, store={"url": store_url}, train={
+        "model_dir": model_dir, "epochs": epochs, "batch_size": batch_size, "on_gpu_worker": on_gpu_worker})
+    click.echo(run_stage(stage.run, cfg))
+
+
+@main.command()
+@click.option("--store", "store_url", default=None, help="Zarr store path or URL (the one the model was trained on).")
+@click.option("--model", "model_dir", default=None, type=click.Path(), help="Trained model directory.")
+@cluster_options
+def evaluate(store_url: str | None, model_dir: str | None, common: dict) -> None:
+    """Score the model on its held-out days against a PCA baseline; write scores and a PNG."""
+    from wxdask import evaluate as stage
+
+    cfg = load_config(common, store={"url": store_url}, train={"model_dir": model_dir},
+                      evaluate={"model_dir": model_dir})
+    click.echo(run_stage(stage.run, cfg))
+
+
 @main.command("embed")
 @click.option("--store", "store_url", default=None, help="Zarr store path or URL (holding refc).")
 @click.option("--model", "model_dir", default=None, type=click.Path(), help="Trained model directory.")

@@ -1,0 +1,269 @@
+"""Training: the day split, batch order, resume after interruption, GPU-worker placement, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from wxdask import model as wm
+from wxdask import train
+from wxdask.config import Config, ModelConfig, StoreConfig
+from wxdask.errors import ClusterError, ModelError, StoreLayoutError
+
+keras = pytest.importorskip("keras")
+
+TINY_MODEL = {"n_layers": 2, "pool": 4, "filters": [4, 8], "kernel": 3, "n_latent": 8}
+START, END = "2020-06-01T00", "2020-06-07T00"  # 6 days: days 0 and 3 held out, days 1, 2, 4, 5 train
+
+
+def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> StoreConfig:
+    """A 6-day coarse store from the synthetic archive, built once per session (shared with test_evaluate)."""
+    from wxdask.testing import make_refc_store
+
+    path = tmp_path_factory.getbasetemp() / "refc-coarse-6d.zarr"
+    if not (path / "zarr.json").exists():
+        make_refc_store(path, START, END, leads=(0,), grid="coarse", seed=0)
+    return StoreConfig(url=str(path))
+
+
+def tiny_cfg(store: StoreConfig, model_dir: Path, **train_kw) -> Config:
+    return Config.from_dict({
+        "store": {"url": store.url},
+        "model": TINY_MODEL,
+        "train": {"model_dir": str(model_dir), "epochs": 2, "batch_size": 16, "learning_rate": 3e-3,
+                  "holdout_every": 3, **train_kw},
+        "dask": {"progress": False},
+    })
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return synthetic_store(tmp_path_factory)
+
+
+def tiny_contract_store(path: Path, status_value: int = 1, with_refc: bool = True, grid=(32, 48), nt: int = 48) -> StoreConfig:
+    """A store following the contract, built by hand (for bad-input cases)."""
+    times = np.arange(np.datetime64("2020-06-01T00", "ns"), np.datetime64("2020-06-01T00", "ns") + np.timedelta64(nt, "h"),
+                      np.timedelta64(1, "h"))
+    ny, nx = grid
+    data = {"status": (("time", "lead_time"), np.full((nt, 1), status_value, np.int8),
+                       {"flag_values": [0, 1, 2], "flag_meanings": "not_tried ok absent"})}
+    if with_refc:
+        data["refc"] = (("time", "lead_time", "y", "x"), np.full((nt, 1, ny, nx), -160, np.int16),
+                        {"scale_factor": 0.0625, "_FillValue": -32768})
+    ds = xr.Dataset(data, coords={"time": times, "lead_time": [0], "y": np.arange(ny) * 3e3, "x": np.arange(nx) * 3e3})
+    ds.to_zarr(path, mode="w", zarr_format=3, consolidated=False)
+    return StoreConfig(url=str(path))
+
+
+# ----------------------------------------------------------------------------- pure core
+
+
+def test_valid_days_cross_midnight_with_leads():
+    times = np.array(["2020-06-01T20", "2020-06-01T23"], dtype="datetime64[h]")
+    days = train.valid_days(times, np.array([0, 1, 5, 30]))
+    assert days.astype(str).tolist() == [
+        ["2020-06-01", "2020-06-01", "2020-06-02", "2020-06-03"],
+        ["2020-06-01", "2020-06-02", "2020-06-02", "2020-06-03"],
+    ]
+
+
+@pytest.mark.parametrize("every", [2, 3, 5, 7])
+def test_split_never_puts_a_heldout_day_in_training(every):
+    rng = np.random.default_rng(every)
+    times = np.arange(np.datetime64("2020-01-01T00", "h"), np.datetime64("2020-02-15T00", "h"))[::3]
+    leads = np.array([0, 1, 6, 18, 30, 48])
+    status = rng.choice([0, 1, 1, 1, 2], size=(times.size, leads.size))
+    days = train.valid_days(times, leads)
+    anchor = np.datetime64("2019-12-30")
+    held = train.holdout_mask(days, every, anchor)
+    (tr_t, tr_l), (ho_t, ho_l) = train.split_slots(status, days, held)
+    train_days = np.unique(days[tr_t, tr_l])
+    held_days = np.unique(days[ho_t, ho_l])
+    assert train_days.size and held_days.size and not np.intersect1d(train_days, held_days).size
+    # every ok slot is on exactly one side; the held-out days are exactly every `every`-th day from the anchor
+    assert tr_t.size + ho_t.size == int((status == 1).sum())
+    assert set(((held_days - anchor).astype(int) % every).tolist()) == {0}
+    assert np.all((train_days - anchor).astype(int) % every != 0)
+
+
+def test_batch_order_is_a_seeded_permutation_per_epoch():
+    a = train.batch_order(50, 16, seed=1, epoch=0)
+    assert [len(b) for b in a] == [16, 16, 16, 2]
+    assert sorted(np.concatenate(a).tolist()) == list(range(50))
+    assert all(np.all(np.diff(b) > 0) for b in a)
+    same = train.batch_order(50, 16, seed=1, epoch=0)
+    assert all(np.array_equal(x, y) for x, y in zip(a, same))
+    other = train.batch_order(50, 16, seed=1, epoch=1)
+    assert not all(np.array_equal(x, y) for x, y in zip(a, other))
+
+
+def test_ok_code_from_flags():
+    assert train.ok_code({"flag_values": [0, 3, 2], "flag_meanings": "not_tried ok absent"}) == 3
+    assert train.ok_code({"flag_values": [0], "flag_meanings": "a b"}) == 1
+
+
+# ----------------------------------------------------------------------------- reading and planning
+
+
+def test_read_images_matches_decoded_store(store):
+    ds = xr.open_zarr(store.url, consolidated=False)  # decoded: float dBZ with NaN for missing
+    ti = np.array([3, 5, 40])
+    li = np.array([0, 0, 0])
+    got = train.read_images(store, ti, li, 60.0)
+    want = wm.scale_input(ds["refc"].values[ti, li])[..., None]
+    assert got.shape == (3, 66, 112, 1) and got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+
+
+def test_plan_splits_by_day_and_records_it(store, tmp_path):
+    from wxdask.store import open_input
+
+    cfg = tiny_cfg(store, tmp_path / "m")
+    plan = train.plan_training(open_input(store, ["refc", "status"], decode=False), cfg.model, cfg.train, store.url)
+    assert plan.grid == "coarse" and plan.grid_shape == (66, 112)
+    assert plan.split["heldout_days"] == ["2020-06-01", "2020-06-04"]
+    assert plan.split["train_days"] == ["2020-06-02", "2020-06-03", "2020-06-05", "2020-06-06"]
+    assert (plan.split["n_train"], plan.split["n_heldout"]) == (96, 48)
+    assert not (tmp_path / "m").exists()  # planning writes nothing
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _heldout_loss(model, store: StoreConfig, plan: train.TrainPlan) -> float:
+    x = train.read_images(store, *plan.heldout_slots, 60.0)
+    train.compile_model(model, 1e-3)
+    return float(model.evaluate(x, x, batch_size=48, verbose=0))
+
+
+def test_short_training_lowers_heldout_loss_and_writes_model_dir(store, tmp_path):
+    from wxdask.store import open_input
+
+    cfg = tiny_cfg(store, tmp_path / "m", epochs=2)
+    plan = train.plan_training(open_input(store, ["refc", "status"], decode=False), cfg.model, cfg.train, store.url)
+    keras.utils.set_random_seed(cfg.train.seed)
+    before = _heldout_loss(wm.build_autoencoder(plan.model, plan.grid_shape), store, plan)
+
+    text = train.run(cfg, None)
+    assert str(tmp_path / "m") in text and "trained 2 epochs" in text
+    meta = wm.read_metadata(tmp_path / "m")
+    after = _heldout_loss(wm.load_model(tmp_path / "m"), store, plan)
+    assert after < 0.9 * before, (before, after)
+    assert meta["hash"] == wm.model_hash(tmp_path / "m")
+    assert meta["grid"] == {"name": "coarse", "shape": [66, 112]}
+    assert meta["split"]["heldout_days"] == ["2020-06-01", "2020-06-04"] and meta["split"]["holdout_every"] == 3
+    assert meta["times"]["heldout"] == ["2020-06-01T00", "2020-06-04T23"]
+    assert len(meta["losses"]["loss"]) == len(meta["losses"]["val_loss"]) == 2
+    assert meta["epochs_done"] == 2 and meta["model"]["filters"] == [4, 8]
+    assert meta["scaling"]["clip_max"] == 60.0 and "keras" in meta["versions"]
+    # a rerun with the same epochs does nothing
+    mtime = (tmp_path / "m" / wm.MODEL_FILE).stat().st_mtime_ns
+    assert "already trained" in train.run(cfg, None)
+    assert (tmp_path / "m" / wm.MODEL_FILE).stat().st_mtime_ns == mtime
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(store, tmp_path):
+    from wxdask.store import open_input
+
+    ds = open_input(store, ["refc", "status"], decode=False)
+    full = tiny_cfg(store, tmp_path / "full", epochs=3)
+    train.fit(store, full.train, train.plan_training(ds, full.model, full.train, store.url))
+    want = wm.read_metadata(tmp_path / "full")["losses"]
+
+    class StopAfterSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise Interrupt
+
+    cut = tiny_cfg(store, tmp_path / "cut", epochs=3)
+    with pytest.raises(Interrupt):
+        train.fit(store, cut.train, train.plan_training(ds, cut.model, cut.train, store.url),
+                  callbacks=[StopAfterSecondEpoch()])
+    ckpt = json.loads((tmp_path / "cut" / train.CHECKPOINT_META).read_text())
+    assert ckpt["epochs_done"] == 2 and len(ckpt["losses"]["loss"]) == 2
+    assert not (tmp_path / "cut" / wm.MODEL_FILE).exists()
+
+    plan = train.plan_training(ds, cut.model, cut.train, store.url)
+    assert plan.resume
+    train.run(cut, None)
+    got = wm.read_metadata(tmp_path / "cut")
+    assert got["epochs_done"] == 3
+    np.testing.assert_allclose(got["losses"]["loss"], want["loss"], rtol=1e-3)
+    np.testing.assert_allclose(got["losses"]["val_loss"], want["val_loss"], rtol=1e-3)
+
+    # more epochs later continue from the checkpoint, keeping the earlier losses
+    more = tiny_cfg(store, tmp_path / "cut", epochs=4)
+    train.run(more, None)
+    again = wm.read_metadata(tmp_path / "cut")
+    assert again["epochs_done"] == 4
+    assert again["losses"]["loss"][:3] == got["losses"]["loss"]
+
+
+# ----------------------------------------------------------------------------- bad input: one error, nothing written
+
+
+def test_store_without_refc_is_one_clear_line(tmp_path):
+    from click.testing import CliRunner
+
+    from wxdask.cli import main
+
+    bad = tiny_contract_store(tmp_path / "bad.zarr", with_refc=False)
+    result = CliRunner().invoke(main, ["train", "--store", bad.url, "--model", str(tmp_path / "m"), "--workers", "1", "-q"])
+    assert result.exit_code == 1, result.output
+    assert "has no variable 'refc'" in result.output and "wxdask ingest" in result.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_store_without_ok_images_is_an_error(tmp_path):
+    bad = tiny_contract_store(tmp_path / "empty.zarr", status_value=2)
+    with pytest.raises(StoreLayoutError, match="no image with status ok"):
+        train.run(tiny_cfg(bad, tmp_path / "m"), None)
+    assert not (tmp_path / "m").exists()
+
+
+def test_single_day_store_leaves_no_training_day(tmp_path):
+    one = tiny_contract_store(tmp_path / "one.zarr", nt=20)
+    with pytest.raises(StoreLayoutError, match="no training day"):
+        train.run(tiny_cfg(one, tmp_path / "m"), None)
+
+
+def test_model_dir_for_another_grid_is_refused_and_untouched(store, tmp_path):
+    d = tmp_path / "m"
+    d.mkdir()
+    fingerprint = {"grid": "hrrr", "grid_shape": [1059, 1799], "model": {}, "holdout_every": 3}
+    wm.write_metadata(d, {"fingerprint": fingerprint, "grid": {"name": "hrrr", "shape": [1059, 1799]}, "epochs_done": 1})
+    (d / wm.MODEL_FILE).write_bytes(b"model bytes")
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    with pytest.raises(ModelError, match=r"grid 'hrrr' \(1059x1799\).*'coarse' \(66x112\)"):
+        train.run(tiny_cfg(store, d), None)
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before
+
+
+# ----------------------------------------------------------------------------- on a GPU worker
+
+
+def test_trains_as_a_task_on_the_gpu_worker(store, tmp_path):
+    from distributed import Client, LocalCluster, Worker, get_task_stream
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        with pytest.raises(ClusterError, match="no worker advertises the GPU"):
+            train.run(tiny_cfg(store, tmp_path / "m", on_gpu_worker=True, epochs=1), client)
+        cluster.worker_spec["gpu-0"] = {"cls": Worker, "options": {"nthreads": 1, "resources": {"GPU": 1}}}
+        cluster.sync(cluster._correct_state)
+        client.wait_for_workers(2)
+        gpu = [a for a, w in client.scheduler_info(n_workers=-1)["workers"].items() if w.get("resources", {}).get("GPU")]
+        with get_task_stream(client) as ts:
+            text = train.run(tiny_cfg(store, tmp_path / "m", on_gpu_worker=True, epochs=1), client)
+        ran = [t["worker"] for t in ts.data if str(t["key"]).startswith("wxdask-train")]
+    assert ran == gpu
+    assert "trained 1 epochs" in text and (tmp_path / "m" / wm.MODEL_FILE).exists()
