@@ -124,3 +124,22 @@ def test_keras_decode_close_to_model_reconstruction(tmp_path):
     orig = np.clip(raw[ok[:, 0], ok[:, 1]] / 16.0, 0, 60)
     want = np.sqrt(((orig - own) ** 2).mean(axis=(1, 2)))
     np.testing.assert_allclose(rmse[ok[:, 0], ok[:, 1]], want, rtol=1e-3)
+
+
+def test_cli_decode_png_and_errors(tmp_path):
+    pytest.importorskip("keras")
+    from click.testing import CliRunner
+
+    from wxdask.cli import main
+
+    model_dir = save_keras_model(tmp_path / "model")
+    store_cfg = make_tiny_store(tmp_path / "s.zarr")
+    embed.run(make_cfg(store_cfg, model_dir), None)
+    png = tmp_path / "one.png"
+    res = CliRunner().invoke(main, ["decode", "--store", store_cfg.url, "--model", model_dir,
+                                    "--time", "2022-06-01T04", "--lead", "1", "--out", str(png)])
+    assert res.exit_code == 0, res.output
+    assert "RMSE" in res.output and png.stat().st_size > 5000
+    res = CliRunner().invoke(main, ["decode", "--store", store_cfg.url, "--model", model_dir,
+                                    "--time", "2022-06-01T02", "--lead", "1"])
+    assert res.exit_code == 1 and "image is missing" in res.output

@@ -312,3 +312,19 @@ def test_jax_backend_jitted_encoder_equals_predict(keras_model_dir):
                          text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "jax ok (3, 8)" in res.stdout
+
+
+@pytest.mark.slow
+def test_cli_embed_on_a_local_cluster(tmp_path, keras_model_dir):
+    from click.testing import CliRunner
+
+    from wxdask.cli import main
+
+    store_cfg = make_tiny_store(tmp_path / "s.zarr")
+    args = ["embed", "--store", store_cfg.url, "--model", keras_model_dir, "--workers", "1",
+            "--images-per-task", "4", "--batch-size", "3", "-q"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "embedded 12 images" in res.output and "CPU workers" in res.output
+    res = CliRunner().invoke(main, args)
+    assert "embedded 0 images" in res.output and "12 already embedded" in res.output
