@@ -1,0 +1,712 @@
+"""K-means weather regimes over every embedding in the store.
+
+Core (pure numpy): :func:`assign_block`, :func:`inertia_block`,
+:func:`lloyd_block`, :func:`min_sqdist_block`, :func:`sample_block`,
+:func:`reduce_candidates`, :func:`count_by_month`, :func:`size_order`.
+Lazy wrappers: :func:`slot_matrix` (the valid embeddings as one Dask array)
+and :func:`regimes` (labels and distances of every slot for given centroids).
+Fitting and I/O: :func:`fit` (computes; called by :func:`run`) and
+:func:`run`, with :func:`cluster_sizes`, :func:`format_sizes` and
+:func:`adjusted_rand` for people.
+
+Two engines fit the centroids, both with ``k-means||`` initialisation:
+
+``"dask-ml"``
+    :class:`dask_ml.cluster.KMeans`, with DESIGN.md's traps avoided:
+    ``init="k-means||"`` (its ``k-means++`` crashes with current
+    scikit-learn), ``oversampling_factor`` 10 by default (2 undersamples), and
+    the inertia recomputed here (dask-ml's ``inertia_`` sums unsquared
+    distances when ``max_iter`` stops the loop). ``tol`` is absolute.
+``"lloyd"``
+    The same algorithm written on Dask arrays: k-means|| (Bahmani et al. 2012)
+    with per-block sampling, weighted reduction of the candidates, then Lloyd
+    iterations, each one graph of :func:`lloyd_block` tasks summed in float64.
+    It stops when the centroids move less than ``tol`` (absolute, as dask-ml)
+    or the assignments no longer change. dask-ml 2025.1's Lloyd step alone
+    (scikit-learn's ``pairwise_distances_argmin_min`` per block) takes longer
+    than scikit-learn's whole in-memory fit, so this engine is the default;
+    ``scripts/bench_cluster.py`` measures both.
+
+Either way the labels, sizes and inertia written to the store come from one
+final pass (:func:`assign_block`, :func:`inertia_block`) with the fitted
+centroids, clusters numbered by decreasing size.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import xarray as xr
+
+from wxdask.config import Config, KMeansConfig
+from wxdask.errors import ConfigError, StoreLayoutError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import dask.array as da
+    from distributed import Client
+
+__all__ = [
+    "Predictor",
+    "ENGINES",
+    "assign_block",
+    "inertia_block",
+    "lloyd_block",
+    "min_sqdist_block",
+    "sample_block",
+    "reduce_candidates",
+    "count_by_month",
+    "size_order",
+    "slot_matrix",
+    "regimes",
+    "KMeansFit",
+    "init_scalable",
+    "fit",
+    "run",
+    "cluster_sizes",
+    "format_sizes",
+    "adjusted_rand",
+]
+
+logger = logging.getLogger(__name__)
+
+ENGINES = ("lloyd", "dask-ml")
+#: Rounds of k-means|| when ``init_max_iter`` is not set (the paper finds a few rounds enough;
+#: dask-ml's own default, about log of the first cost, takes minutes on 1M rows).
+INIT_ROUNDS = 5
+#: k-means|| runs on a uniform subsample of at most this many rows.
+INIT_SAMPLE = 200_000
+
+
+class Predictor(Protocol):
+    """Anything with ``predict(x) -> numpy.ndarray`` (a Keras model, or a numpy fake in tests)."""
+
+    def predict(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - protocol
+        ...
+
+
+# ----------------------------------------------------------------------------- core (numpy)
+
+
+def _scores(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """``|c|^2 - 2 x.c`` (the squared distance less ``|x|^2``), float64."""
+    c = np.asarray(centers, dtype=np.float64)
+    return (c * c).sum(axis=1)[None, :] - 2.0 * (np.asarray(x, dtype=np.float64) @ c.T)
+
+
+def assign_block(x: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid of each row and the exact squared distance to it.
+
+    Pure numpy. A row with NaN gets label ``-1`` and distance NaN. Ties go to
+    the lower centroid number.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``(n, d)`` embeddings.
+    centers : numpy.ndarray
+        ``(k, d)`` centroids.
+
+    Returns
+    -------
+    labels : numpy.ndarray
+        ``(n,)`` int32 in ``0..k-1``, or ``-1``.
+    sqdist : numpy.ndarray
+        ``(n,)`` float64 squared Euclidean distance to the assigned centroid.
+
+    Examples
+    --------
+    >>> x = np.array([[0.0, 0.0], [4.0, 1.0], [np.nan, 0.0], [1.0, 0.0]])
+    >>> assign_block(x, np.array([[0.0, 0.0], [4.0, 0.0]]))
+    (array([ 0,  1, -1,  0], dtype=int32), array([ 0.,  1., nan,  1.]))
+    """
+    x = np.asarray(x)
+    valid = np.isfinite(x).all(axis=1)
+    labels = np.full(x.shape[0], -1, dtype=np.int32)
+    sqdist = np.full(x.shape[0], np.nan, dtype=np.float64)
+    if valid.any() and len(centers):
+        xv = x[valid]
+        lab = np.argmin(_scores(xv, centers), axis=1).astype(np.int32)
+        diff = xv.astype(np.float64) - np.asarray(centers, dtype=np.float64)[lab]
+        labels[valid] = lab
+        sqdist[valid] = np.einsum("ij,ij->i", diff, diff)
+    return labels, sqdist
+
+
+def inertia_block(x: np.ndarray, centers: np.ndarray, labels: np.ndarray) -> float:
+    """Sum of squared distances of rows to their assigned centroids (rows labelled ``-1`` skipped).
+
+    This is scikit-learn's ``inertia_``: squared distances, float64.
+
+    Examples
+    --------
+    >>> inertia_block(np.array([[0.0, 0.0], [3.0, 4.0], [9.0, 9.0]]), np.array([[0.0, 0.0]]), np.array([0, 0, -1]))
+    25.0
+    """
+    labels = np.asarray(labels)
+    keep = labels >= 0
+    if not keep.any():
+        return 0.0
+    diff = np.asarray(x, dtype=np.float64)[keep] - np.asarray(centers, dtype=np.float64)[labels[keep]]
+    return float(np.einsum("ij,ij->", diff, diff))
+
+
+def _nearest32(x: np.ndarray, centers: np.ndarray, sub: int = 16384) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid and ``|c|^2 - 2 x.c`` for it, by float32 GEMMs over sub-blocks of rows."""
+    x = np.asarray(x, dtype=np.float32)
+    c = np.asarray(centers, dtype=np.float32)
+    cn = (c.astype(np.float64) ** 2).sum(axis=1).astype(np.float32)
+    labels = np.empty(x.shape[0], dtype=np.int32)
+    best = np.empty(x.shape[0], dtype=np.float32)
+    for r0 in range(0, x.shape[0], sub):
+        s = x[r0:r0 + sub] @ (c.T * np.float32(-2.0))
+        s += cn
+        lab = np.argmin(s, axis=1)
+        labels[r0:r0 + sub] = lab
+        best[r0:r0 + sub] = s[np.arange(s.shape[0]), lab]
+    return labels, best
+
+
+def lloyd_block(x: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """One Lloyd step on a block: per-centroid sums and counts, and the inertia before the update.
+
+    Pure numpy; float32 GEMMs (as scikit-learn on float32 data), sums returned
+    in float64. Rows with NaN are skipped.
+
+    Returns
+    -------
+    sums : numpy.ndarray
+        ``(k, d)`` float64 sum of the rows assigned to each centroid.
+    counts : numpy.ndarray
+        ``(k,)`` int64 rows assigned to each centroid.
+    inertia : float
+        Sum of squared distances to the assigned centroids (float32 accuracy;
+        :func:`inertia_block` is exact).
+
+    Examples
+    --------
+    >>> s, n, i = lloyd_block(np.array([[0.0], [2.0], [10.0]]), np.array([[1.0], [9.0]]))
+    >>> s.ravel().tolist(), n.tolist(), i
+    ([2.0, 10.0], [2, 1], 3.0)
+    """
+    k, d = np.shape(centers)
+    x = np.asarray(x, dtype=np.float32)
+    valid = np.isfinite(x).all(axis=1)
+    if not valid.all():
+        x = x[valid]
+    labels, best = _nearest32(x, centers)
+    onehot = np.zeros((x.shape[0], k), dtype=np.float32)
+    onehot[np.arange(x.shape[0]), labels] = 1.0
+    sums = (onehot.T @ x).astype(np.float64)
+    counts = np.bincount(labels, minlength=k).astype(np.int64)
+    inertia = float(np.maximum(best.astype(np.float64) + np.einsum("ij,ij->i", x, x, dtype=np.float64), 0).sum())
+    return sums, counts, inertia
+
+
+def min_sqdist_block(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Squared distance of each row to its nearest centroid (float32 GEMM; NaN rows: 0, so never sampled).
+
+    Examples
+    --------
+    >>> min_sqdist_block(np.array([[0.0], [3.0], [np.nan]]), np.array([[1.0], [5.0]]))
+    array([1., 4., 0.])
+    """
+    x = np.asarray(x, dtype=np.float32)
+    out = np.zeros(x.shape[0], dtype=np.float64)
+    valid = np.isfinite(x).all(axis=1)
+    if valid.any():
+        xv = x[valid] if not valid.all() else x
+        _, best = _nearest32(xv, centers)
+        out[valid] = np.maximum(best.astype(np.float64) + np.einsum("ij,ij->i", xv, xv, dtype=np.float64), 0.0)
+    return out
+
+
+def sample_block(x: np.ndarray, d2: np.ndarray, scale: float, seed: tuple[int, ...]) -> np.ndarray:
+    """k-means|| sampling: keep each row with probability ``min(1, scale * d2)``.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``(n, d)`` rows.
+    d2 : numpy.ndarray
+        ``(n,)`` squared distance of each row to the current candidates.
+    scale : float
+        ``oversampling * k / cost``.
+    seed : tuple of int
+        Seed of this block and round (results do not depend on scheduling).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(m, d)`` sampled rows.
+
+    Examples
+    --------
+    >>> sample_block(np.array([[0.0], [1.0], [2.0]]), np.array([0.0, 10.0, 0.0]), 1.0, (0,))
+    array([[1.]])
+    """
+    u = np.random.default_rng(list(seed)).random(len(d2))
+    return np.asarray(x)[u < np.asarray(d2) * scale]
+
+
+def reduce_candidates(candidates: np.ndarray, weights: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Reduce k-means|| candidates to k centroids: weighted k-means (scikit-learn) on the candidates.
+
+    Each candidate is weighted by how many rows are closest to it, as in the
+    paper. Fewer than k distinct candidates are returned as they are, padded by
+    repetition.
+
+    Examples
+    --------
+    >>> c = reduce_candidates(np.array([[0.0], [0.1], [10.0]]), np.array([5, 5, 1]), 2, 0)
+    >>> np.sort(c.ravel()).round(2).tolist()
+    [0.05, 10.0]
+    """
+    from sklearn.cluster import KMeans as SKMeans
+
+    cand = np.asarray(candidates, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    keep = w > 0
+    if keep.sum() >= k:
+        cand, w = cand[keep], w[keep]
+    if len(np.unique(cand, axis=0)) <= k:
+        reps = np.resize(np.arange(len(cand)), k)
+        return cand[reps]
+    km = SKMeans(k, n_init=3, random_state=seed).fit(cand, sample_weight=w + 1e-12)
+    return km.cluster_centers_
+
+
+def count_by_month(months: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Slots of each cluster in each calendar month.
+
+    Parameters
+    ----------
+    months : numpy.ndarray
+        Month 1..12 of each slot (same shape as ``labels``).
+    labels : numpy.ndarray
+        Cluster of each slot, ``-1`` for none.
+    k : int
+        Number of clusters.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(12, k)`` int64 counts; row 0 is January.
+
+    Examples
+    --------
+    >>> count_by_month(np.array([1, 1, 2, 12]), np.array([0, 1, 1, -1]), 2)[:2].tolist()
+    [[1, 1], [0, 1]]
+    """
+    months = np.asarray(months).ravel()
+    labels = np.asarray(labels).ravel()
+    keep = labels >= 0
+    flat = (months[keep] - 1) * k + labels[keep]
+    return np.bincount(flat, minlength=12 * k).reshape(12, k).astype(np.int64)
+
+
+def size_order(labels: np.ndarray, k: int) -> np.ndarray:
+    """Centroid order by decreasing cluster size (ties: lower number first).
+
+    Examples
+    --------
+    >>> size_order(np.array([1, 1, 2, 0, 1, 2, -1]), 3).tolist()
+    [1, 2, 0]
+    """
+    sizes = np.bincount(np.asarray(labels)[np.asarray(labels) >= 0], minlength=k)
+    return np.lexsort((np.arange(k), -sizes))
+
+
+# ----------------------------------------------------------------------------- lazy (dask)
+
+
+def _select(emb: xr.DataArray, lead: int | None) -> xr.DataArray:
+    if emb.dims != ("time", "lead_time", "latent"):
+        raise StoreLayoutError(f"embedding must have dims (time, lead_time, latent), got {emb.dims}")
+    if lead is None:
+        return emb
+    leads = emb["lead_time"].values.tolist()
+    if lead not in leads:
+        raise ConfigError(f"kmeans.lead {lead} is not in the store's leads {leads}")
+    return emb.sel(lead_time=[lead])
+
+
+def slot_matrix(emb: xr.DataArray, cfg: KMeansConfig) -> da.Array:
+    """Lazy ``(n_slots, n_latent)`` float32 matrix of every slot (NaN rows where missing).
+
+    Chunked by about ``cfg.block_size`` rows, whole time steps per chunk.
+    """
+    import dask.array as da
+
+    sub = _select(emb, cfg.lead)
+    nt, nl, d = sub.shape
+    data = sub.data if isinstance(sub.data, da.Array) else da.from_array(np.asarray(sub.data))
+    tb = max(1, cfg.block_size // max(nl, 1))
+    return data.rechunk({0: tb, 1: -1, 2: -1}).reshape(nt * nl, d).astype(np.float32)
+
+
+def regimes(emb: xr.DataArray, centers: np.ndarray, cfg: KMeansConfig) -> xr.Dataset:
+    """Lazy cluster of every slot for given centroids.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``cluster(time, lead_time)`` int32 (``-1`` where the slot is missing or
+        another lead was clustered), ``cluster_sqdist(time, lead_time)``
+        float32 (squared distance to its centroid), ``centroid(cluster_id,
+        latent)`` float32.
+    """
+    import dask.array as da
+
+    centers = np.asarray(centers, dtype=np.float64)
+    sub = _select(emb, cfg.lead)
+    x = slot_matrix(emb, cfg)
+    labels = da.map_blocks(lambda b: assign_block(b, centers)[0], x, drop_axis=1, dtype=np.int32)
+    sqdist = da.map_blocks(lambda b: assign_block(b, centers)[1], x, drop_axis=1, dtype=np.float64)
+    nt, nl = sub.shape[:2]
+    dims = ("time", "lead_time")
+    out = xr.Dataset(
+        {"cluster": (dims, labels.reshape(nt, nl)), "cluster_sqdist": (dims, sqdist.reshape(nt, nl))},
+        coords={"time": sub["time"], "lead_time": sub["lead_time"]},
+    )
+    if cfg.lead is not None:
+        out = out.reindex(lead_time=emb["lead_time"].values,
+                          fill_value={"cluster": -1, "cluster_sqdist": np.nan}).chunk({"lead_time": -1})
+    out["centroid"] = (("cluster_id", "latent"), centers.astype(np.float32))
+    out = out.assign_coords(cluster_id=np.arange(len(centers)))
+    out["cluster"].attrs = {"long_name": "k-means regime of the slot", "description": "-1 where not clustered"}
+    out["cluster_sqdist"].attrs = {"long_name": "squared distance to the slot's centroid in embedding space"}
+    out["centroid"].attrs = {"long_name": "k-means centroid in embedding space (numbered by decreasing size)"}
+    return out
+
+
+# ----------------------------------------------------------------------------- fitting (computes)
+
+
+@dataclass
+class KMeansFit:
+    """Fitted centroids and how the fit went.
+
+    Attributes
+    ----------
+    centers : numpy.ndarray
+        ``(k, d)`` float64 centroids.
+    n_iter : int
+        Lloyd iterations run.
+    converged : bool
+        Whether the fit stopped before ``max_iter``.
+    n_candidates : int
+        Centroid candidates found by k-means|| (``-1`` when not known).
+    engine : str
+        Which engine fitted them.
+    """
+
+    centers: np.ndarray
+    n_iter: int
+    converged: bool
+    n_candidates: int
+    engine: str
+
+
+def fit(x: da.Array, cfg: KMeansConfig, client: Client | None = None, *, engine: str = "lloyd") -> KMeansFit:
+    """Fit k centroids to the rows of ``x`` (no NaN rows), on the cluster. Computes.
+
+    Parameters
+    ----------
+    x : dask.array.Array
+        ``(n, d)`` float32 rows, ideally persisted in the cluster's memory.
+    cfg : KMeansConfig
+        ``k``, ``max_iter``, ``tol``, ``oversampling_factor``, ``seed``, ``init_max_iter``.
+    client : distributed.Client, optional
+        Where to compute (the current scheduler when ``None``).
+    engine : {"lloyd", "dask-ml"}
+        See the module docstring.
+
+    Raises
+    ------
+    ConfigError
+        If there are fewer rows than clusters, or the engine is unknown.
+    """
+    if engine not in ENGINES:
+        raise ConfigError(f"kmeans engine must be one of {ENGINES}, got {engine!r}")
+    if x.shape[0] < cfg.k:
+        raise ConfigError(f"kmeans.k={cfg.k} clusters need at least {cfg.k} embedded slots; the store has {x.shape[0]}")
+    if engine == "dask-ml":
+        return _fit_dask_ml(x, cfg)
+    return _fit_lloyd(x, cfg, client)
+
+
+def _fit_dask_ml(x: da.Array, cfg: KMeansConfig) -> KMeansFit:
+    from dask_ml.cluster import KMeans
+
+    km = KMeans(
+        n_clusters=cfg.k,
+        init="k-means||",
+        oversampling_factor=cfg.oversampling_factor,
+        max_iter=cfg.max_iter,
+        tol=cfg.tol,
+        random_state=cfg.seed,
+        init_max_iter=cfg.init_max_iter if cfg.init_max_iter is not None else INIT_ROUNDS,
+    ).fit(x)
+    n_iter = int(km.n_iter_)
+    return KMeansFit(np.asarray(km.cluster_centers_, dtype=np.float64), n_iter, n_iter < cfg.max_iter, -1, "dask-ml")
+
+
+def _compute(client: Client | None, *args: Any) -> Any:
+    import dask
+
+    if client is not None:
+        return client.gather(client.compute(list(args)))
+    return dask.compute(*args)
+
+
+def _persist(client: Client | None, x: Any) -> Any:
+    return client.persist(x) if client is not None else x.persist()
+
+
+def init_scalable(x: da.Array, cfg: KMeansConfig, client: Client | None = None) -> tuple[np.ndarray, int]:
+    """k-means|| initial centroids (Bahmani et al. 2012) on the cluster. Computes.
+
+    Runs on a seeded uniform subsample of at most :data:`INIT_SAMPLE` rows
+    (a cluster of 0.1% of the slots still has ~200 rows there): ``rounds``
+    passes that each keep every row with probability ``l * d2 / cost``
+    (``l = oversampling_factor * k``), then the candidates, weighted by the
+    rows nearest to each, are reduced to k with :func:`reduce_candidates`.
+
+    Returns
+    -------
+    centers : numpy.ndarray
+        ``(k, d)`` float64.
+    n_candidates : int
+        Candidates found.
+    """
+    import dask.array as da
+    from dask import delayed
+
+    n = x.shape[0]
+    rng = np.random.default_rng(cfg.seed)
+    if n > INIT_SAMPLE:
+        rows = np.sort(rng.choice(n, INIT_SAMPLE, replace=False))
+        xs = _persist(client, x[rows].rechunk({0: cfg.block_size}))
+    else:
+        xs = x
+    first = int(rng.integers(xs.shape[0]))
+    (cand,) = _compute(client, xs[first:first + 1])
+    cand = np.asarray(cand, dtype=np.float64)
+    d2 = _persist(client, da.map_blocks(min_sqdist_block, xs, cand, drop_axis=1, dtype=np.float64))
+    (cost,) = _compute(client, d2.sum())
+    rounds = cfg.init_max_iter if cfg.init_max_iter is not None else INIT_ROUNDS
+    ell = cfg.oversampling_factor * cfg.k
+    blocks_x = xs.to_delayed().ravel()
+    for r in range(rounds):
+        if cost <= 0:
+            break
+        blocks_d2 = d2.to_delayed().ravel()
+        picks = [delayed(sample_block)(bx, bd, ell / cost, (cfg.seed, r + 1, i))
+                 for i, (bx, bd) in enumerate(zip(blocks_x, blocks_d2))]
+        new = np.concatenate(_compute(client, *picks), axis=0).astype(np.float64)
+        if len(new) == 0:
+            continue
+        cand = np.concatenate([cand, new], axis=0)
+        d2 = _persist(client, da.minimum(d2, da.map_blocks(min_sqdist_block, xs, new, drop_axis=1, dtype=np.float64)))
+        (cost,) = _compute(client, d2.sum())
+        logger.info("k-means|| round %d: %d candidates, cost %.6g", r + 1, len(cand), cost)
+    del d2
+    counts = da.map_blocks(lambda b: _label_counts(b, cand)[None, :], xs, drop_axis=1, new_axis=1,
+                           chunks=((1,) * xs.numblocks[0], (len(cand),)), dtype=np.int64)
+    (weights,) = _compute(client, counts.sum(axis=0))
+    return reduce_candidates(cand, weights, cfg.k, cfg.seed), len(cand)
+
+
+def _fit_lloyd(x: da.Array, cfg: KMeansConfig, client: Client | None) -> KMeansFit:
+    from dask import delayed
+
+    centers, n_cand = init_scalable(x, cfg, client)
+    blocks_x = x.to_delayed().ravel()
+    converged = False
+    it = 0
+    for it in range(1, cfg.max_iter + 1):
+        parts = [delayed(lloyd_block)(bx, centers) for bx in blocks_x]
+        (sums, counts, inertia) = _compute(client, delayed(_sum_parts)(parts))[0]
+        new_centers = centers.copy()
+        filled = counts > 0
+        new_centers[filled] = sums[filled] / counts[filled, None]
+        shift = float(((new_centers - centers) ** 2).sum())
+        logger.info("Lloyd %d: inertia %.6g, shift %.3g, empty %d", it, inertia, shift, int((~filled).sum()))
+        centers = new_centers
+        # unchanged assignments give exactly the same sums (a fixed summation order): shift 0
+        if shift < cfg.tol:
+            converged = True
+            break
+    return KMeansFit(centers, it, converged, n_cand, "lloyd")
+
+
+def _label_counts(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    labels = _nearest32(x[np.isfinite(x).all(axis=1)], centers)[0]
+    return np.bincount(labels, minlength=len(centers))
+
+
+def _sum_parts(parts: list[tuple[np.ndarray, np.ndarray, float]]) -> tuple[np.ndarray, np.ndarray, float]:
+    sums = np.sum([p[0] for p in parts], axis=0)
+    counts = np.sum([p[1] for p in parts], axis=0)
+    return sums, counts, float(np.sum([p[2] for p in parts]))
+
+
+# ----------------------------------------------------------------------------- I/O
+
+
+def run(cfg: Config, client: Client | None, *, decoder: Predictor | None = None) -> str:
+    """Cluster every embedded slot; write labels, centroids, sizes, monthly counts and a centroid PNG.
+
+    Writes ``cluster(time, lead_time)``, ``cluster_sqdist(time, lead_time)``,
+    ``centroid(cluster_id, latent)``, ``cluster_size(cluster_id)``,
+    ``cluster_count(month, cluster_id)`` and attributes ``kmeans_inertia``
+    (sum of squared distances), ``kmeans_n_iter``, ``kmeans_converged``,
+    ``kmeans_engine``; decodes each centroid with the model's decoder (or
+    ``decoder``) into one PNG panel of k maps.
+
+    Returns
+    -------
+    str
+        The store URL.
+    """
+    import dask.array as da
+
+    from wxdask import store
+
+    kcfg = cfg.kmeans
+    ds = store.open_input(cfg.store, ["embedding"])
+    emb = ds["embedding"]
+    x_all = slot_matrix(emb, kcfg)
+    (valid,) = _compute(client, da.isfinite(x_all).all(axis=1))
+    rows = np.flatnonzero(valid)
+    if rows.size < kcfg.k:
+        raise StoreLayoutError(f"store {cfg.store.url!r} has {rows.size} embedded slots; kmeans.k={kcfg.k} needs more")
+    x = x_all[rows].rechunk({0: kcfg.block_size})
+    x = client.persist(x) if client is not None else x.persist()
+    result = fit(x, kcfg, client, engine=kcfg.engine)
+    del x
+    out = regimes(emb, result.centers, kcfg)
+    (labels, sqdist) = _compute(client, out["cluster"].data, out["cluster_sqdist"].data)
+    # number the clusters by decreasing size
+    order = size_order(labels, kcfg.k)
+    rank = np.empty(kcfg.k, dtype=np.int32)
+    rank[order] = np.arange(kcfg.k, dtype=np.int32)
+    labels = np.where(labels >= 0, rank[np.clip(labels, 0, None)], -1).astype(np.int32)
+    centers = result.centers[order]
+    inertia = float(np.nansum(sqdist))
+    months = emb["time"].values.astype("datetime64[M]").astype(np.int64) % 12 + 1
+    counts = count_by_month(np.broadcast_to(months[:, None], labels.shape), labels, kcfg.k)
+    sizes = counts.sum(axis=0)
+    out = out.copy()
+    out["cluster"] = (("time", "lead_time"), labels, out["cluster"].attrs)
+    out["cluster_sqdist"] = (("time", "lead_time"), sqdist.astype(np.float32), out["cluster_sqdist"].attrs)
+    out["centroid"] = (("cluster_id", "latent"), centers.astype(np.float32), out["centroid"].attrs)
+    out["cluster_size"] = ("cluster_id", sizes.astype(np.int64), {"long_name": "slots in each cluster"})
+    out["cluster_count"] = (("month", "cluster_id"), counts,
+                            {"long_name": "slots of each cluster by calendar month of initialisation"})
+    out = out.assign_coords(month=np.arange(1, 13))
+    model = emb.attrs.get("model_hash", ds.attrs.get("model_hash", ""))
+    attrs = {
+        "kmeans_k": kcfg.k,
+        "kmeans_lead": -1 if kcfg.lead is None else kcfg.lead,
+        "kmeans_engine": result.engine,
+        "kmeans_init": "k-means||",
+        "kmeans_inertia": inertia,
+        "kmeans_n_iter": result.n_iter,
+        "kmeans_converged": bool(result.converged),
+        "kmeans_n_candidates": int(result.n_candidates),
+        "model_hash": model,
+    }
+    for name in ("cluster", "centroid", "cluster_size", "cluster_count", "cluster_sqdist"):
+        out[name].attrs.update(attrs)
+    store.write_variables(cfg.store, out)
+    png = _plot_path(cfg)
+    try:
+        plot_centroids(cfg, ds, centers, sizes, png, decoder=decoder)
+        attrs["kmeans_centroid_plot"] = png
+    except Exception as exc:  # noqa: BLE001 - no model: the clusters stand without the picture
+        logger.warning("centroid maps not drawn (%s: %s)", type(exc).__name__, exc)
+    store.set_attrs(cfg.store, attrs)
+    store.consolidate(cfg.store)
+    logger.info("k-means: %d clusters, sizes %s, inertia %.6g, %d iterations (%s)", kcfg.k, sizes.tolist(),
+                inertia, result.n_iter, result.engine)
+    return cfg.store.url
+
+
+def _plot_path(cfg: Config) -> str:
+    if cfg.kmeans.plot:
+        return cfg.kmeans.plot
+    url = cfg.store.url.rstrip("/")
+    if "://" in url:
+        return Path(url.rsplit("/", 1)[-1]).stem + "-centroids.png"
+    p = Path(url)
+    return str(p.with_name(p.stem + "-centroids.png"))
+
+
+def plot_centroids(cfg: Config, ds: xr.Dataset, centers: np.ndarray, sizes: np.ndarray, path: str, *,
+                   decoder: Predictor | None = None) -> str:
+    """Decode each centroid and write one PNG panel of the k maps, titled with their sizes."""
+    from wxdask import plots
+
+    clip_max = cfg.model.clip_max
+    if decoder is None:
+        model_dir = cfg.kmeans.model_dir or ds["embedding"].attrs.get("model_dir") or ds.attrs.get("model_dir") \
+            or cfg.embed.model_dir
+        decoder, clip_max = plots.load_decoder(str(model_dir), clip_max)
+    images = plots.decode_dbz(np.asarray(centers, dtype=np.float32), decoder, clip_max)
+    total = max(int(np.sum(sizes)), 1)
+    titles = [f"regime {i}: {int(n)} slots ({100 * n / total:.0f}%)" for i, n in enumerate(sizes)]
+    lat = ds["latitude"].values if "latitude" in ds.variables else None
+    lon = ds["longitude"].values if "longitude" in ds.variables else None
+    return plots.image_panel(list(images), titles, path, latitude=lat, longitude=lon,
+                             suptitle=f"k-means centroids (k={len(centers)}), decoded")
+
+
+def cluster_sizes(cfg: Config) -> dict[int, int]:
+    """Slots in each cluster, from the store (after :func:`run`)."""
+    from wxdask import store
+
+    ds = store.open_input(cfg.store, ["cluster_size"])
+    return {int(i): int(n) for i, n in zip(ds["cluster_id"].values, ds["cluster_size"].values)}
+
+
+def format_sizes(cfg: Config) -> str:
+    """Cluster sizes as one line per cluster (for ``wxdask demo`` and the CLI)."""
+    sizes = cluster_sizes(cfg)
+    total = max(sum(sizes.values()), 1)
+    lines = ["cluster  slots  share"]
+    lines += [f"{i:7d}  {n:5d}  {100 * n / total:4.1f}%" for i, n in sizes.items()]
+    return "\n".join(lines)
+
+
+def adjusted_rand(cfg: Config, true_regime: np.ndarray | xr.DataArray) -> float:
+    """Adjusted Rand index of the store's clusters against known regimes.
+
+    Parameters
+    ----------
+    true_regime : numpy.ndarray or xarray.DataArray
+        ``(time, lead_time)`` regime of each slot (a DataArray is aligned on
+        ``time``/``lead_time``; negative or NaN: unknown). Slots without a
+        cluster or a regime are left out.
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    from wxdask import store
+
+    ds = store.open_input(cfg.store, ["cluster"])
+    labels = ds["cluster"]
+    if isinstance(true_regime, xr.DataArray):
+        true_regime, labels = xr.align(true_regime, labels, join="inner")
+        truth = np.asarray(true_regime.transpose(*labels.dims).values, dtype=np.float64)
+    else:
+        truth = np.asarray(true_regime, dtype=np.float64)
+    lab = np.asarray(labels.values)
+    if truth.shape != lab.shape:
+        raise ConfigError(f"true regimes have shape {truth.shape}, the store's clusters {lab.shape}")
+    keep = (lab >= 0) & np.isfinite(truth) & (truth >= 0)
+    return float(adjusted_rand_score(truth[keep].astype(np.int64), lab[keep]))
