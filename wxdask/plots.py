@@ -196,34 +196,45 @@ def image_panel(
         raise ValueError("image_panel needs at least one image")
     ncols = ncols or min(n, 4)
     nrows = int(np.ceil(n / ncols))
-    shapes = [im.shape for im in images if im is not None]
-    aspect = (shapes[0][0] / shapes[0][1]) if shapes else 0.6
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.6 * nrows * aspect + 1.0), squeeze=False)
+    shapes = [np.shape(im) for im in images if im is not None]
+    lon = lat = None
+    if latitude is not None and longitude is not None:
+        lat = np.asarray(latitude, dtype=np.float64)
+        lon = np.asarray(longitude, dtype=np.float64)
+        lon = np.where(lon > 180, lon - 360, lon)
+    on_grid = lat is not None and bool(shapes) and all(sh == lat.shape for sh in shapes)
+    if on_grid:
+        stretch = 1.0 / np.cos(np.deg2rad(np.nanmean(lat)))
+        aspect = (np.nanmax(lat) - np.nanmin(lat)) * stretch / max(np.nanmax(lon) - np.nanmin(lon), 1e-9)
+    else:
+        aspect = shapes[0][0] / shapes[0][1] if shapes else 0.6
+    width = 3.4
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols + 1.2, width * aspect * nrows + 0.9),
+                             squeeze=False, layout="constrained")
     cmap, norm = dbz_colormap()
     mappable = None
     for ax, img, title in zip(axes.ravel(), images, titles):
         ax.set_title(title, fontsize=8)
+        ax.tick_params(labelsize=6)
         if img is None:
             ax.text(0.5, 0.5, "no image", ha="center", va="center", transform=ax.transAxes, fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
             continue
         img = np.asarray(img, dtype=np.float32)
-        on_grid = latitude is not None and longitude is not None and np.shape(latitude) == img.shape
         if on_grid:
-            lon = np.asarray(longitude)
-            lon = np.where(lon > 180, lon - 360, lon)
-            mappable = ax.pcolormesh(_thin(lon), _thin(np.asarray(latitude)), _thin(img), cmap=cmap, norm=norm,
+            mappable = ax.pcolormesh(_thin(lon), _thin(lat), _thin(img), cmap=cmap, norm=norm,
                                      shading="nearest", rasterized=True)
-            ax.set_xlabel("longitude", fontsize=7)
-            ax.set_ylabel("latitude", fontsize=7)
+            ax.set_aspect(stretch)
         else:
             mappable = ax.imshow(_thin(img), origin="lower", cmap=cmap, norm=norm, interpolation="nearest")
-        ax.tick_params(labelsize=6)
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
+    if on_grid:
+        fig.supxlabel("longitude", fontsize=8)
+        fig.supylabel("latitude", fontsize=8)
     if mappable is not None:
-        cbar = fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.8, extend="both")
+        cbar = fig.colorbar(mappable, ax=axes, shrink=0.9, extend="both")
         cbar.set_label("composite reflectivity (dBZ)", fontsize=8)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
