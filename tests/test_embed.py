@@ -328,3 +328,17 @@ def test_cli_embed_on_a_local_cluster(tmp_path, keras_model_dir):
     assert "embedded 12 images" in res.output and "CPU workers" in res.output
     res = CliRunner().invoke(main, args)
     assert "embedded 0 images" in res.output and "12 already embedded" in res.output
+
+
+def test_on_an_ingested_store(tmp_path):
+    """The real ingest layout (make_refc_store): per-slot status chunks, int16 lead_time, a missing slot."""
+    from wxdask.testing import make_refc_store
+
+    store_cfg = make_refc_store(tmp_path / "s.zarr", "2022-06-01T00", "2022-06-01T04", leads=(0, 1),
+                                missing="2022-06-01T02/1")
+    source = save_fake_model(tmp_path / "fake", (66, 112), n_latent=50)
+    out = embed.run(make_cfg(store_cfg, source.path), None, source=source)
+    assert "embedded 7 images" in out and "1 slots without an image" in out
+    got = store.open_input(store_cfg, ["embedding"])["embedding"].values
+    np.testing.assert_allclose(got, reference(store_cfg, source), rtol=1e-5, atol=1e-6)
+    assert np.isnan(got[2, 1]).all() and np.isfinite(got[2, 0]).all()
