@@ -1,0 +1,540 @@
+"""Held-out evaluation of the autoencoder against a PCA baseline.
+
+Core (pure numpy): :func:`rmse`, :func:`mae`, :func:`csi`, :func:`score_stats`,
+:func:`scores_from_stats`, :func:`pca_reconstruct_block`, :func:`pick_examples`.
+Lazy wrapper: :func:`pca_inputs` (scaled, flattened images of some slots as a
+dask array) and :func:`pca_stats` (per-block score sums of the PCA
+reconstruction, as a dask array).
+I/O: :func:`run`.
+
+Both reconstructions are scored the same way, in dBZ, against the model's view
+of the truth (``clip(dBZ, 0, clip_max)``), after clipping each reconstruction
+to ``0..clip_max``: RMSE and MAE over all points of all held-out images and
+over the points where either image has echo (> 0 dBZ), and the critical
+success index ``hits / (hits + misses + false alarms)`` of ``>= 20`` and
+``>= 35`` dBZ, all pooled over the held-out images (sums first, ratios last).
+The PCA baseline has as many components as the embedding, is fitted with
+dask-ml on (a seeded sample of) the training days only, in the same scaled
+space as the model's input.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from wxdask import model as wxmodel
+from wxdask import train as wxtrain
+from wxdask.config import Config, StoreConfig
+from wxdask.errors import ConfigError, ModelError, StoreLayoutError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import dask.array as da
+    from distributed import Client
+
+__all__ = [
+    "THRESHOLDS",
+    "STAT_NAMES",
+    "rmse",
+    "mae",
+    "csi",
+    "score_stats",
+    "scores_from_stats",
+    "pca_reconstruct_block",
+    "pick_examples",
+    "pca_inputs",
+    "pca_stats",
+    "plot_examples",
+    "run",
+]
+
+logger = logging.getLogger(__name__)
+
+#: CSI thresholds, dBZ.
+THRESHOLDS = (20.0, 35.0)
+EXAMPLES_PNG = "heldout_examples.png"
+#: Store attribute holding the latest evaluation.
+STORE_ATTR = "wxdask_evaluation"
+
+
+# ----------------------------------------------------------------------------- core (numpy)
+
+
+def rmse(truth: np.ndarray, pred: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Root mean squared error over all points, or over ``mask`` (NaN if it selects nothing).
+
+    Examples
+    --------
+    >>> rmse(np.array([0.0, 0.0, 3.0]), np.array([0.0, 4.0, 0.0]))
+    2.886751345948129
+    >>> rmse(np.array([0.0, 0.0, 3.0]), np.array([0.0, 4.0, 0.0]), mask=np.array([False, True, True]))
+    3.5355339059327378
+    """
+    d = np.asarray(pred, dtype=np.float64) - np.asarray(truth, dtype=np.float64)
+    if mask is not None:
+        d = d[np.asarray(mask, dtype=bool)]
+    return float(np.sqrt(np.mean(d * d))) if d.size else float("nan")
+
+
+def mae(truth: np.ndarray, pred: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Mean absolute error over all points, or over ``mask`` (NaN if it selects nothing).
+
+    Examples
+    --------
+    >>> mae(np.array([0.0, 0.0, 3.0]), np.array([0.0, 4.0, 0.0]))
+    2.3333333333333335
+    """
+    d = np.abs(np.asarray(pred, dtype=np.float64) - np.asarray(truth, dtype=np.float64))
+    if mask is not None:
+        d = d[np.asarray(mask, dtype=bool)]
+    return float(np.mean(d)) if d.size else float("nan")
+
+
+def csi(truth: np.ndarray, pred: np.ndarray, threshold: float) -> float:
+    """Critical success index of the event ``value >= threshold``: hits / (hits + misses + false alarms).
+
+    NaN when the event occurs in neither field.
+
+    Examples
+    --------
+    >>> truth = np.array([40.0, 40.0, 10.0, 10.0, 36.0])
+    >>> pred = np.array([36.0, 10.0, 40.0, 10.0, 35.0])
+    >>> csi(truth, pred, 35.0)      # 2 hits, 1 miss, 1 false alarm
+    0.5
+    >>> csi(truth, pred, 50.0)
+    nan
+    """
+    t = np.asarray(truth) >= threshold
+    p = np.asarray(pred) >= threshold
+    hits = np.count_nonzero(t & p)
+    total = np.count_nonzero(t | p)
+    return float(hits / total) if total else float("nan")
+
+
+def _stat_names(thresholds: tuple[float, ...]) -> list[str]:
+    names = ["n", "sse", "sae", "n_echo", "sse_echo", "sae_echo"]
+    for t in thresholds:
+        names += [f"hits_{t:g}", f"misses_{t:g}", f"false_alarms_{t:g}"]
+    return names
+
+
+STAT_NAMES = _stat_names(THRESHOLDS)
+
+
+def score_stats(truth: np.ndarray, pred: np.ndarray, thresholds: tuple[float, ...] = THRESHOLDS) -> np.ndarray:
+    """Sums from which every score is computed; add them over blocks, then :func:`scores_from_stats`.
+
+    Parameters
+    ----------
+    truth, pred : numpy.ndarray
+        dBZ, same shape (any number of images).
+    thresholds : tuple of float
+        CSI thresholds in dBZ.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(len(STAT_NAMES),)``: count, sum of squared and of absolute
+        errors (all points, then echo points), and hits, misses, false alarms
+        per threshold.
+
+    Examples
+    --------
+    >>> s = score_stats(np.array([0.0, 0.0, 30.0]), np.array([0.0, 4.0, 20.0]), (20.0,))
+    >>> s.tolist()
+    [3.0, 116.0, 14.0, 2.0, 116.0, 14.0, 1.0, 0.0, 0.0]
+    """
+    t = np.asarray(truth, dtype=np.float64)
+    p = np.asarray(pred, dtype=np.float64)
+    d = p - t
+    sq = d * d
+    ab = np.abs(d)
+    echo = (t > 0) | (p > 0)
+    out = [t.size, sq.sum(), ab.sum(), np.count_nonzero(echo), sq[echo].sum(), ab[echo].sum()]
+    for thr in thresholds:
+        te, pe = t >= thr, p >= thr
+        out += [np.count_nonzero(te & pe), np.count_nonzero(te & ~pe), np.count_nonzero(~te & pe)]
+    return np.asarray(out, dtype=np.float64)
+
+
+def scores_from_stats(stats: np.ndarray, thresholds: tuple[float, ...] = THRESHOLDS) -> dict[str, float]:
+    """RMSE, MAE (all and echo points) and CSI per threshold from summed :func:`score_stats`.
+
+    ``echo_fraction`` is the share of points in the echo mask (either image
+    > 0 dBZ): the echo scores of two methods are averages over different
+    masks, and a method with widespread weak false echo gets a larger,
+    easier mask.
+
+    Examples
+    --------
+    >>> s = score_stats(np.array([0.0, 0.0, 30.0]), np.array([0.0, 4.0, 20.0]), (20.0,))
+    >>> {k: round(v, 4) for k, v in scores_from_stats(s, (20.0,)).items()}
+    {'rmse': 6.2183, 'mae': 4.6667, 'rmse_echo': 7.6158, 'mae_echo': 7.0, 'csi_20': 1.0, 'echo_fraction': 0.6667}
+    """
+    s = np.asarray(stats, dtype=np.float64)
+
+    def ratio(a: float, b: float) -> float:
+        return float(a / b) if b else float("nan")
+
+    out = {
+        "rmse": float(np.sqrt(ratio(s[1], s[0]))),
+        "mae": ratio(s[2], s[0]),
+        "rmse_echo": float(np.sqrt(ratio(s[4], s[3]))),
+        "mae_echo": ratio(s[5], s[3]),
+    }
+    echo_fraction = ratio(s[3], s[0])
+    for i, thr in enumerate(thresholds):
+        hits, misses, fa = s[6 + 3 * i : 9 + 3 * i]
+        out[f"csi_{thr:g}"] = ratio(hits, hits + misses + fa)
+    out["echo_fraction"] = echo_fraction
+    return out
+
+
+def to_dbz(scaled: np.ndarray, clip_max: float) -> np.ndarray:
+    """Scaled values (input or reconstruction) to dBZ, clipped to ``0..clip_max``.
+
+    Examples
+    --------
+    >>> to_dbz(np.array([-0.1, 0.5, 1.2]), 60.0)
+    array([ 0., 30., 60.])
+    """
+    return np.clip(np.asarray(scaled, dtype=np.float64), 0.0, 1.0) * clip_max
+
+
+def pca_reconstruct_block(x: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """Project rows on the principal components and back: ``(x - mean) C^T C + mean``.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``(n, features)`` scaled images, flattened.
+    mean : numpy.ndarray
+        ``(features,)`` training mean.
+    components : numpy.ndarray
+        ``(k, features)`` orthonormal rows.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, features)`` float32.
+
+    Examples
+    --------
+    >>> pca_reconstruct_block(np.array([[1.0, 2.0]]), np.zeros(2), np.array([[1.0, 0.0]]))
+    array([[1., 0.]], dtype=float32)
+    """
+    xc = np.asarray(x, dtype=np.float32) - mean.astype(np.float32)
+    c = components.astype(np.float32)
+    return ((xc @ c.T) @ c + mean.astype(np.float32)).astype(np.float32)
+
+
+def pick_examples(echo_fraction: np.ndarray, n: int) -> np.ndarray:
+    """Indices of ``n`` images to show: spread in time among those with more echo than the median.
+
+    Examples
+    --------
+    >>> pick_examples(np.array([0.0, 0.5, 0.1, 0.6, 0.0, 0.7]), 2).tolist()
+    [1, 5]
+    """
+    frac = np.asarray(echo_fraction, dtype=np.float64)
+    if frac.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    candidates = np.nonzero(frac > np.median(frac))[0]
+    if candidates.size < n:
+        candidates = np.argsort(-frac, kind="stable")[: max(n, 1)]
+        candidates.sort()
+    pos = np.unique(np.round(np.linspace(0, candidates.size - 1, min(n, candidates.size))).astype(int))
+    return candidates[pos].astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- lazy wrapper
+
+
+def pca_inputs(refc: da.Array, time_index: np.ndarray, lead_index: np.ndarray, clip_max: float,
+               block: int) -> da.Array:
+    """Scaled, flattened images of some slots, lazily, ``block`` images per chunk.
+
+    Parameters
+    ----------
+    refc : dask.array.Array
+        The store's ``refc`` as stored (int16, ``decode=False``).
+    time_index, lead_index : numpy.ndarray
+        Positions of the slots.
+    clip_max : float
+        dBZ clip of the model's scaling.
+    block : int
+        Images per chunk.
+
+    Returns
+    -------
+    dask.array.Array
+        float32 ``(n, ny * nx)``. Nothing is computed.
+    """
+    import dask.array as da
+
+    ny, nx = refc.shape[-2:]
+    parts = []
+    for i in range(0, len(time_index), block):
+        imgs = wxtrain.slot_images(refc, time_index[i : i + block], lead_index[i : i + block], clip_max)
+        parts.append(imgs.rechunk((-1, -1, -1, -1)).reshape(-1, ny * nx))
+    return da.concatenate(parts, axis=0)
+
+
+def pca_stats(x: da.Array, mean: np.ndarray, components: np.ndarray, clip_max: float,
+              thresholds: tuple[float, ...] = THRESHOLDS) -> da.Array:
+    """Score sums of the PCA reconstruction of every block of ``x``, lazily.
+
+    Returns
+    -------
+    dask.array.Array
+        float64 ``(n_blocks, len(STAT_NAMES))``; sum over axis 0 for the totals.
+    """
+    n_stats = len(_stat_names(tuple(thresholds)))
+    return x.map_blocks(
+        _pca_stats_block, mean, components, clip_max, tuple(thresholds),
+        dtype=np.float64, chunks=((1,) * x.numblocks[0], (n_stats,)),
+    )
+
+
+def _pca_stats_block(x: np.ndarray, mean: np.ndarray, components: np.ndarray, clip_max: float,
+                     thresholds: tuple[float, ...]) -> np.ndarray:
+    recon = pca_reconstruct_block(x, mean, components)
+    return score_stats(to_dbz(x, clip_max), to_dbz(recon, clip_max), thresholds)[None, :]
+
+
+# ----------------------------------------------------------------------------- I/O
+
+
+def autoencoder_stats(store_cfg: StoreConfig, model_dir: str, slots: tuple[np.ndarray, np.ndarray],
+                      clip_max: float, batch_size: int, n_examples: int,
+                      thresholds: tuple[float, ...] = THRESHOLDS) -> dict:
+    """Score the autoencoder on some slots; runs here or as a task on a GPU worker.
+
+    Returns
+    -------
+    dict
+        ``stats`` (summed :func:`score_stats`), ``examples`` (indices into the
+        slots), ``truth`` and ``recon`` (dBZ of the examples, ``(k, ny, nx)``).
+    """
+    model = wxmodel.load_model(model_dir)
+    ti, li = (np.asarray(s) for s in slots)
+    total = np.zeros(len(_stat_names(tuple(thresholds))))
+    echo = np.zeros(ti.size)
+    for start in range(0, ti.size, batch_size):
+        x = wxtrain.read_images(store_cfg, ti[start : start + batch_size], li[start : start + batch_size], clip_max)
+        recon = np.asarray(model.predict_on_batch(x))
+        truth_dbz = to_dbz(x[..., 0], clip_max)
+        total += score_stats(truth_dbz, to_dbz(recon[..., 0], clip_max), thresholds)
+        echo[start : start + x.shape[0]] = (truth_dbz >= thresholds[0]).mean(axis=(1, 2))
+        logger.debug("autoencoder scored %d/%d held-out images", start + x.shape[0], ti.size)
+    examples = pick_examples(echo, n_examples)
+    x = wxtrain.read_images(store_cfg, ti[examples], li[examples], clip_max)
+    recon = np.asarray(model.predict_on_batch(x))
+    return {
+        "stats": total,
+        "examples": examples,
+        "truth": to_dbz(x[..., 0], clip_max).astype(np.float32),
+        "recon": to_dbz(recon[..., 0], clip_max).astype(np.float32),
+    }
+
+
+def plot_examples(path: str | Path, truth: np.ndarray, ae: np.ndarray, pca: np.ndarray, titles: list[str],
+                  clip_max: float, n_latent: int) -> None:
+    """Side-by-side PNG: original, autoencoder and PCA reconstruction, one row per example."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    n, ny, nx = truth.shape
+    width = 12.0
+    height = max(2.0, width / 3 * ny / nx * n + 0.6 * n)
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(n, 3, squeeze=False)
+    im = None
+    for i in range(n):
+        for j, (img, name) in enumerate(((truth[i], "original"), (ae[i], f"autoencoder ({n_latent} numbers)"),
+                                         (pca[i], f"PCA ({n_latent} components)"))):
+            ax = axes[i, j]
+            im = ax.imshow(np.ma.masked_less_equal(img, 0.0), origin="lower", vmin=0, vmax=clip_max,
+                           cmap="turbo", interpolation="nearest")
+            label = name if j == 0 else f"{name}, RMSE {rmse(truth[i], img):.2f} dBZ"
+            ax.set_title(f"{titles[i]}: {label}" if j == 0 else label, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    if im is not None:
+        fig.colorbar(im, ax=axes, shrink=0.6, label="dBZ")
+    fig.savefig(str(path), dpi=100)
+
+
+def _slots_on_days(ds: Any, days: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    times, leads = ds["time"].values, ds["lead_time"].values
+    status = np.asarray(ds["status"].values)
+    vd = wxtrain.valid_days(times, leads)
+    want = np.isin(vd, np.array(days, dtype="datetime64[D]"))
+    ti, li = np.nonzero((status == wxtrain.ok_code(ds["status"].attrs)) & want)
+    return ti.astype(np.int64), li.astype(np.int64)
+
+
+def run(cfg: Config, client: Client | None) -> str:
+    """Score the model on its held-out days against PCA; write scores and a PNG.
+
+    Scores go into ``metadata.json`` (key ``evaluation``) and the store's
+    attributes (``wxdask_evaluation``); the PNG into the model directory.
+
+    Parameters
+    ----------
+    cfg : Config
+        Uses ``cfg.store``, ``cfg.evaluate`` and (for the model directory when
+        ``evaluate.model_dir`` is unset, and ``on_gpu_worker``) ``cfg.train``.
+    client : distributed.Client or None
+        Runs the PCA fit and scoring; the autoencoder runs on a GPU worker when
+        ``train.on_gpu_worker``, else here.
+
+    Returns
+    -------
+    str
+        A small table of both methods' scores.
+
+    Raises
+    ------
+    ModelError
+        If the model directory is missing, corrupt, or for another grid.
+    StoreLayoutError
+        If the store lacks ``refc`` or the held-out days hold no image.
+    """
+    from dask_ml.decomposition import PCA
+
+    from wxdask import store
+    from wxdask.client import gpu_workers
+
+    ecfg = cfg.evaluate
+    model_dir = Path(ecfg.model_dir or cfg.train.model_dir)
+    meta = wxmodel.read_metadata(model_dir)
+    if not (model_dir / wxmodel.MODEL_FILE).is_file():
+        raise ModelError(f"no model at {str(model_dir / wxmodel.MODEL_FILE)!r}; train one with `wxdask train`")
+    ds = store.open_input(cfg.store, ["refc", "status"], decode=False)
+    refc = ds["refc"]
+    shape = [int(s) for s in refc.shape[-2:]]
+    if list(meta.get("grid", {}).get("shape", [])) != shape:
+        raise ModelError(
+            f"model {str(model_dir)!r} is for grid {meta.get('grid')}, but store {cfg.store.url!r} has grid "
+            f"{wxtrain.grid_name(refc.attrs, tuple(shape))!r} {shape}; evaluate it on its own store"
+        )
+    split = meta.get("split") or {}
+    clip_max = float(meta["model"]["clip_max"])
+    n_latent = int(meta["model"]["n_latent"])
+    held = _slots_on_days(ds, split.get("heldout_days", []))
+    train_slots = _slots_on_days(ds, split.get("train_days", []))
+    if held[0].size == 0:
+        raise StoreLayoutError(
+            f"store {cfg.store.url!r} holds no ok image on the model's held-out days "
+            f"({', '.join(split.get('heldout_days', [])[:5]) or 'none recorded'}); evaluate on the training store"
+        )
+    if train_slots[0].size == 0:
+        raise StoreLayoutError(f"store {cfg.store.url!r} holds no ok image on the model's training days; "
+                               "the PCA baseline needs them")
+    model_hash = wxmodel.model_hash(model_dir)
+    logger.info("evaluating %s on %d held-out images (%d days)", model_dir, held[0].size,
+                len(split.get("heldout_days", [])))
+
+    # Autoencoder: here, or as one task on a GPU worker.
+    args = (cfg.store, str(model_dir), held, clip_max, ecfg.batch_size, ecfg.n_examples)
+    if cfg.train.on_gpu_worker:
+        if client is None or not gpu_workers(client):
+            raise ConfigError("train.on_gpu_worker is set but there is no worker with the GPU resource")
+        ae = client.submit(autoencoder_stats, *args, resources={"GPU": 1}, pure=False).result()
+    else:
+        ae = autoencoder_stats(*args)
+    ae_scores = scores_from_stats(ae["stats"])
+    logger.info("autoencoder: %s", _fmt(ae_scores))
+
+    # PCA baseline: fitted with dask-ml on a seeded sample of the training days.
+    rng = np.random.default_rng(ecfg.seed)
+    n_fit = min(ecfg.pca_max_train, train_slots[0].size)
+    pick = np.sort(rng.choice(train_slots[0].size, n_fit, replace=False))
+    x_fit = pca_inputs(refc.data, train_slots[0][pick], train_slots[1][pick], clip_max, ecfg.batch_size)
+    if x_fit.nbytes < 2**30:
+        x_fit = x_fit.persist()
+    n_components = min(n_latent, n_fit, x_fit.shape[1])
+    if n_components < n_latent:
+        logger.warning("PCA baseline has only %d components (%d training images)", n_components, n_fit)
+    pca = PCA(n_components=n_components, svd_solver="randomized", iterated_power=ecfg.pca_power_iter,
+              random_state=ecfg.seed)
+    pca.fit(x_fit)
+    mean = np.asarray(pca.mean_.compute() if hasattr(pca.mean_, "compute") else pca.mean_, dtype=np.float32)
+    components = np.asarray(pca.components_, dtype=np.float32)
+    del x_fit
+    x_held = pca_inputs(refc.data, held[0], held[1], clip_max, ecfg.batch_size)
+    pca_total = pca_stats(x_held, mean, components, clip_max).sum(axis=0).compute()
+    pca_scores = scores_from_stats(pca_total)
+    logger.info("PCA-%d: %s", n_components, _fmt(pca_scores))
+
+    # Side-by-side examples.
+    ex = ae["examples"]
+    x_ex = pca_inputs(refc.data, held[0][ex], held[1][ex], clip_max, max(1, ex.size)).compute()
+    pca_ex = to_dbz(pca_reconstruct_block(x_ex, mean, components), clip_max).reshape(-1, *shape)
+    times, leads = ds["time"].values, ds["lead_time"].values
+    titles = [f"{np.datetime64(times[held[0][i]], 'h')} +{int(leads[held[1][i]])}h" for i in ex]
+    png = model_dir / EXAMPLES_PNG
+    plot_examples(png, ae["truth"], ae["recon"], pca_ex, titles, clip_max, n_latent)
+
+    beats = {k: bool(_better(k, ae_scores[k], pca_scores[k])) for k in ae_scores if k != "echo_fraction"}
+    evaluation = {
+        "model_hash": model_hash,
+        "model_dir": str(model_dir),
+        "store": cfg.store.url,
+        "n_heldout": int(held[0].size),
+        "heldout_days": split.get("heldout_days", []),
+        "units": "dBZ; truth and reconstructions clipped to 0..clip_max; echo = either image > 0 dBZ; "
+                 "CSI of value >= threshold",
+        "autoencoder": ae_scores,
+        "pca": {**pca_scores, "n_components": int(n_components), "n_fit": int(n_fit),
+                "fitted_on": "training days only", "solver": f"dask-ml randomized, iterated_power={ecfg.pca_power_iter}"},
+        "autoencoder_better": beats,
+        "examples_png": str(png),
+        "evaluated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    meta = wxmodel.read_metadata(model_dir)
+    meta["evaluation"] = evaluation
+    wxmodel.write_metadata(model_dir, meta)
+    store.set_attrs(cfg.store, {STORE_ATTR: _json_safe(evaluation)})
+    return _table(evaluation, n_components)
+
+
+def _better(name: str, ae: float, pca: float) -> bool:
+    if np.isnan(ae) or np.isnan(pca):
+        return False
+    return ae > pca if name.startswith("csi") else ae < pca
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value
+
+
+def _fmt(scores: dict) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
+
+
+def _table(ev: dict, n_components: int) -> str:
+    keys = ["rmse", "mae", "rmse_echo", "mae_echo", *[f"csi_{t:g}" for t in THRESHOLDS]]
+    head = f"{'':<18}" + "".join(f"{k:>11}" for k in keys)
+    rows = [head]
+    for label, sc in (("autoencoder", ev["autoencoder"]), (f"PCA-{n_components}", ev["pca"])):
+        rows.append(f"{label:<18}" + "".join(f"{sc[k]:>11.3f}" for k in keys))
+    won = sum(ev["autoencoder_better"][k] for k in keys)
+    return (
+        f"held-out evaluation of {ev['model_dir']} ({ev['n_heldout']} images on {len(ev['heldout_days'])} days, "
+        f"dBZ):\n" + "\n".join(rows) + f"\nautoencoder better than PCA on {won} of {len(keys)} scores; "
+        f"examples: {ev['examples_png']}"
+    )
