@@ -257,6 +257,7 @@ def decode_refc(data: bytes, grid: Grid | None = None) -> tuple[np.ndarray, Grid
             raise CorruptMessageError(f"message is discipline/category/number {ident}, not REFC (0, 16, 196)")
         if eccodes.codes_get(handle, "scanningMode") != 64:
             raise CorruptMessageError("REFC message has scanningMode != 64 (row 0 must be the southern edge)")
+        _check_lattice(handle)
         found = grid_from_message(handle)
         if grid is not None and found != grid:
             raise CorruptMessageError(f"message is on grid {found.name} {found.shape}, store holds {grid.name} {grid.shape}")
@@ -268,18 +269,37 @@ def decode_refc(data: bytes, grid: Grid | None = None) -> tuple[np.ndarray, Grid
     return _quantise(values, found.shape), found
 
 
+def _check_lattice(handle: int) -> None:
+    """Values of the message must be exact sixteenths of a dB, as HRRR packs REFC.
+
+    Packed values are ``R + X * 2**E / 10**D``; with ``D == 0``, ``E >= -4`` and
+    ``16 * R`` whole, every value is an exact multiple of 1/16, so the int16
+    store is lossless without looking at the values.
+    """
+    import eccodes
+
+    ref = eccodes.codes_get_double(handle, "referenceValue")
+    e = eccodes.codes_get_long(handle, "binaryScaleFactor")
+    d = eccodes.codes_get_long(handle, "decimalScaleFactor")
+    if d != 0 or e < -4 or (ref * 16) != round(ref * 16):
+        raise CorruptMessageError(
+            f"REFC packing (reference {ref}, binary scale {e}, decimal scale {d}) is not on the 1/16 dB "
+            "lattice that HRRR packs it to; it cannot be stored losslessly as int16 sixteenths"
+        )
+
+
 def _quantise(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Float dBZ to exact int16 sixteenths, checking physical range and lattice."""
+    """Float dBZ (exact multiples of 1/16, see :func:`decode_refc`) to int16 sixteenths.
+
+    Checks the count and the physical range; works in place on ``values``.
+    """
     if values.size != shape[0] * shape[1]:
         raise CorruptMessageError(f"message holds {values.size} values, grid needs {shape[0] * shape[1]}")
     lo, hi = float(values.min()), float(values.max())
-    if not (REFC_MIN - 1e-3 <= lo and hi <= REFC_MAX) or not np.isfinite(values).all():
+    if not (REFC_MIN - 1e-3 <= lo and hi <= REFC_MAX) or not (np.isfinite(lo) and np.isfinite(hi)):
         raise CorruptMessageError(f"REFC values span {lo:.2f}..{hi:.2f} dBZ, outside the possible {REFC_MIN}..{REFC_MAX}")
-    scaled = values * 16.0
-    packed = np.rint(scaled)
-    if np.abs(scaled - packed).max() > 1e-3:
-        raise CorruptMessageError("REFC values are not on the 1/16 dB lattice that HRRR packs them to")
-    return packed.astype(np.int16).reshape(shape)
+    np.multiply(values, 16.0, out=values)
+    return np.rint(values, out=values).astype(np.int16).reshape(shape)
 
 
 # --------------------------------------------------------------------------
@@ -447,11 +467,12 @@ def fetch_slot(source: Source, grid: Grid | None, init_time: np.datetime64, lead
 
 def write_slot(store_cfg: StoreConfig, index: tuple[int, int], result: SlotResult, values: np.ndarray | None) -> SlotResult:
     """Write one slot's image and message size, then its status (last, as the commit mark)."""
+    status = {"status": np.int8(STATUS[result.status])}
     if result.status == "ok":
-        store.write_region(store_cfg, {"refc": values, "grib_bytes": np.int32(result.message_bytes)}, index)
+        store.write_region(store_cfg, {"refc": values, "grib_bytes": np.int32(result.message_bytes), **status}, index)
     else:
         logger.warning("%s lead %d: %s (%s)", result.time, result.lead, result.status, result.detail)
-    store.write_region(store_cfg, {"status": np.int8(STATUS[result.status])}, index)
+        store.write_region(store_cfg, status, index)
     return result
 
 
