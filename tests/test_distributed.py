@@ -14,7 +14,7 @@ import pytest
 
 from wxdask import embed, store
 from wxdask.client import gpu_workers, make_client
-from wxdask.config import Config, DaskConfig
+from wxdask.config import DaskConfig
 from wxdask.testing import save_fake_model
 
 from test_embed import GRID, make_cfg, make_tiny_store, reference
