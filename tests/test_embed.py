@@ -342,3 +342,31 @@ def test_on_an_ingested_store(tmp_path):
     got = store.open_input(store_cfg, ["embedding"])["embedding"].values
     np.testing.assert_allclose(got, reference(store_cfg, source), rtol=1e-5, atol=1e-6)
     assert np.isnan(got[2, 1]).all() and np.isfinite(got[2, 0]).all()
+
+
+def test_store_grown_after_embedding_embeds_only_new_times(tiny):
+    """Ingest extends the store along time (embedding's last time chunk is partly filled)."""
+    import dask.array as da
+    import pandas as pd
+    import xarray as xr
+
+    store_cfg, source = tiny
+    cfg = make_cfg(store_cfg, source.path)
+    embed.run(cfg, None, source=source)
+    before = store.open_input(store_cfg, ["embedding"])["embedding"].values
+    ds = store.open_store(store_cfg)
+    times = pd.date_range("2022-06-01", periods=10, freq="h").values
+    template = xr.Dataset(
+        {"refc": (("time", "lead_time", "y", "x"), da.full((10, 2, *GRID), np.nan, chunks=(1, 1, *GRID), dtype=np.float32))},
+        coords={"time": times, "lead_time": ds["lead_time"].values, "y": ds["y"].values, "x": ds["x"].values},
+    )
+    store.init_output(store_cfg, template, {"refc": {"dtype": "int16", "scale_factor": 1 / 16}})
+    grown = store.open_input(store_cfg, ["embedding"])["embedding"].values
+    assert grown.shape == (10, 2, 8) and np.isnan(grown[7:]).all()
+    np.testing.assert_array_equal(grown[:7], before)
+    for t in (7, 8, 9):
+        store.write_region(store_cfg, {"refc": np.full((2, *GRID), 320, np.int16), "status": np.ones(2, np.int8)},
+                           (t, slice(None)))
+    assert "embedded 6 images" in embed.run(cfg, None, source=source)
+    got = store.open_input(store_cfg, ["embedding"])["embedding"].values
+    np.testing.assert_allclose(got, reference(store_cfg, source), rtol=1e-5, atol=1e-6)

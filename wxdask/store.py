@@ -174,6 +174,9 @@ def init_output(
                 cfg.url,
                 append_dim=dim,
                 compute=False,
+                # metadata only (nothing is computed), so a variable whose last chunk along
+                # dim is partly filled (embedding's time chunks) may grow into it
+                safe_chunks=False,
                 consolidated=False,
                 storage_options=cfg.storage_options or None,
             )
