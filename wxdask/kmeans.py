@@ -470,11 +470,15 @@ def _persist(client: Client | None, x: Any) -> Any:
 def init_scalable(x: da.Array, cfg: KMeansConfig, client: Client | None = None) -> tuple[np.ndarray, int]:
     """k-means|| initial centroids (Bahmani et al. 2012) on the cluster. Computes.
 
-    Runs on a seeded uniform subsample of at most :data:`INIT_SAMPLE` rows
-    (a cluster of 0.1% of the slots still has ~200 rows there): ``rounds``
-    passes that each keep every row with probability ``l * d2 / cost``
-    (``l = oversampling_factor * k``), then the candidates, weighted by the
-    rows nearest to each, are reduced to k with :func:`reduce_candidates`.
+    Runs on a seeded uniform subsample of about :data:`INIT_SAMPLE` rows,
+    drawn by each block where it lives (a cluster of 0.1% of the slots still
+    has ~200 rows there). Each of the
+    ``rounds`` passes is one graph: every block keeps each row with probability
+    ``l * d2 / cost`` (``l = oversampling_factor * k``, :func:`sample_block`),
+    the new candidates are gathered, and every block's distance to its
+    nearest candidate is updated where it lives; the last pass instead counts
+    the rows nearest to each candidate, and the weighted candidates are
+    reduced to k with :func:`reduce_candidates`.
 
     Returns
     -------
@@ -483,42 +487,85 @@ def init_scalable(x: da.Array, cfg: KMeansConfig, client: Client | None = None) 
     n_candidates : int
         Candidates found.
     """
-    import dask.array as da
     from dask import delayed
 
     n = x.shape[0]
     rng = np.random.default_rng(cfg.seed)
-    if n > INIT_SAMPLE:
-        rows = np.sort(rng.choice(n, INIT_SAMPLE, replace=False))
-        xs = _persist(client, x[rows].rechunk({0: cfg.block_size}))
-    else:
-        xs = x
-    first = int(rng.integers(xs.shape[0]))
-    (cand,) = _compute(client, xs[first:first + 1])
-    cand = np.asarray(cand, dtype=np.float64)
-    d2 = _persist(client, da.map_blocks(min_sqdist_block, xs, cand, drop_axis=1, dtype=np.float64))
-    (cost,) = _compute(client, d2.sum())
+    blocks = x.to_delayed().ravel().tolist()
+    sizes = np.asarray(x.chunks[0])
+    if n > INIT_SAMPLE:  # each block keeps a seeded share of its rows, where it lives
+        frac = INIT_SAMPLE / n
+        blocks = [delayed(_subsample)(bx, frac, (cfg.seed, 0, i)) for i, bx in enumerate(blocks)]
+        blocks = _round_trip(client, None, None, blocks)[2]
+        sizes = np.round(sizes * frac)
+    b0 = int(rng.choice(len(sizes), p=sizes / sizes.sum()))
+    seed_row = delayed(_random_row)(blocks[b0], (cfg.seed, 0, b0))
+    d2 = [delayed(min_sqdist_block)(bx, seed_row) for bx in blocks]
+    cand_np, cost, d2 = _round_trip(client, seed_row, delayed(_total)(d2), d2)
+    cand = np.asarray(cand_np, dtype=np.float64)
     rounds = cfg.init_max_iter if cfg.init_max_iter is not None else INIT_ROUNDS
     ell = cfg.oversampling_factor * cfg.k
-    blocks_x = xs.to_delayed().ravel()
+    weights = None
     for r in range(rounds):
-        if cost <= 0:
-            break
-        blocks_d2 = d2.to_delayed().ravel()
-        picks = [delayed(sample_block)(bx, bd, ell / cost, (cfg.seed, r + 1, i))
-                 for i, (bx, bd) in enumerate(zip(blocks_x, blocks_d2))]
-        new = np.concatenate(_compute(client, *picks), axis=0).astype(np.float64)
-        if len(new) == 0:
-            continue
-        cand = np.concatenate([cand, new], axis=0)
-        d2 = _persist(client, da.minimum(d2, da.map_blocks(min_sqdist_block, xs, new, drop_axis=1, dtype=np.float64)))
-        (cost,) = _compute(client, d2.sum())
+        last = r == rounds - 1
+        if cost > 0:
+            picks = [delayed(sample_block)(bx, bd, ell / cost, (cfg.seed, r + 1, i))
+                     for i, (bx, bd) in enumerate(zip(blocks, d2))]
+            new = delayed(np.concatenate)(picks, axis=0)
+        else:
+            new = delayed(np.zeros)((0, x.shape[1]), dtype=np.float32)
+        if last:
+            allc = delayed(_stack)(cand, new)
+            counts = [delayed(_label_counts)(bx, allc) for bx in blocks]
+            new_np, weights, _ = _round_trip(client, new, delayed(np.sum)(counts, axis=0), [])
+        else:
+            d2 = [delayed(_update_d2)(bx, bd, new) for bx, bd in zip(blocks, d2)]
+            new_np, cost, d2 = _round_trip(client, new, delayed(_total)(d2), d2)
+        cand = _stack(cand, new_np)
         logger.info("k-means|| round %d: %d candidates, cost %.6g", r + 1, len(cand), cost)
-    del d2
-    counts = da.map_blocks(lambda b: _label_counts(b, cand)[None, :], xs, drop_axis=1, new_axis=1,
-                           chunks=((1,) * xs.numblocks[0], (len(cand),)), dtype=np.int64)
-    (weights,) = _compute(client, counts.sum(axis=0))
+    if weights is None:  # no rounds asked for
+        counts = [delayed(_label_counts)(bx, cand) for bx in blocks]
+        _, weights, _ = _round_trip(client, None, delayed(np.sum)(counts, axis=0), [])
     return reduce_candidates(cand, weights, cfg.k, cfg.seed), len(cand)
+
+
+def _subsample(x: np.ndarray, frac: float, seed: tuple[int, ...]) -> np.ndarray:
+    return x[np.random.default_rng(list(seed)).random(len(x)) < frac]
+
+
+def _random_row(x: np.ndarray, seed: tuple[int, ...]) -> np.ndarray:
+    row = int(np.random.default_rng(list(seed)).integers(len(x))) if len(x) else 0
+    return np.asarray(x[row:row + 1], dtype=np.float64)
+
+
+def _stack(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)], axis=0)
+
+
+def _total(parts: list[np.ndarray]) -> float:
+    return float(sum(np.sum(p) for p in parts))
+
+
+def _update_d2(x: np.ndarray, d2: np.ndarray, new: np.ndarray) -> np.ndarray:
+    if len(new) == 0:
+        return d2
+    return np.minimum(d2, min_sqdist_block(x, new))
+
+
+def _round_trip(client: Client | None, value: Any, scalar: Any, blocks: list) -> tuple[Any, Any, list]:
+    """Compute ``value`` and ``scalar`` here and keep ``blocks`` where they are (futures), in one graph."""
+    import dask
+
+    todo = [v for v in (value, scalar) if v is not None]
+    if client is not None:
+        futures = client.compute(todo + list(blocks))
+        got = client.gather(futures[:len(todo)])
+        kept = futures[len(todo):]
+    else:
+        results = dask.compute(*todo, *blocks)
+        got, kept = list(results[:len(todo)]), list(results[len(todo):])
+    it = iter(got)
+    return (next(it) if value is not None else None), (next(it) if scalar is not None else None), kept
 
 
 def _fit_lloyd(x: da.Array, cfg: KMeansConfig, client: Client | None) -> KMeansFit:
