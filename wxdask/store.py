@@ -186,6 +186,7 @@ def init_output(
         existing = open_store(cfg)
     if missing_vars:
         add = template[missing_vars].reindex({d: existing[d] for d in template.dims if d in existing.dims})
+        add.attrs = {**existing.attrs, **template.attrs}
         add.to_zarr(
             cfg.url,
             mode="a",
@@ -393,6 +394,8 @@ def write_variables(cfg: StoreConfig, ds: xr.Dataset, *, encoding: dict | None =
                 raise StoreLayoutError(f"cannot write to {cfg.url!r}: {dim} does not match the store's")
     drop = [c for c in ds.coords if c in existing.variables]
     out = ds.drop_vars(drop)
+    # xarray replaces the group's attributes on every write: carry the store's along
+    out.attrs = {**existing.attrs, **ds.attrs}
     replace = [v for v in out.data_vars if v in existing.data_vars]
     if replace:
         group = _group(cfg)
