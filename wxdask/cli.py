@@ -40,6 +40,8 @@ def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose < 0 else logging.INFO if verbose == 0 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("wxdask").setLevel(level)
+    import distributed  # noqa: F401 - configures its loggers on import; quiet them afterwards
+
     for noisy in ("distributed", "tornado", "asyncio", "botocore", "s3fs", "aiobotocore", "werkzeug"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
@@ -302,6 +304,20 @@ def cluster_command(store_url: str | None, k: int | None, lead: int | None, engi
         "plot": plot})
     click.echo(run_stage(stage.run, cfg))
     click.echo(stage.format_sizes(cfg))
+
+
+@main.command()
+@click.option("--out", default="wxdask-demo", type=click.Path(file_okay=False), help="Directory for everything the demo writes.")
+@click.option("--days", default=14, type=click.IntRange(3, 120), help="Days of hourly analyses in the synthetic archive.")
+@click.option("--seed", default=0, type=int, help="Seed of the synthetic weather.")
+@click.option("--workers", default=2, type=click.IntRange(1, 64), help="Workers of the LocalCluster.")
+@click.option("-v", "--verbose", count=True, help="More logging.")
+def demo(out: str, days: int, seed: int, workers: int, verbose: int) -> None:
+    """Synthetic archive on a local S3 endpoint, through every stage, on a LocalCluster."""
+    from wxdask import demo as demo_module
+
+    _setup_logging(verbose)
+    click.echo(demo_module.run(out, days=days, seed=seed, n_workers=workers))
 
 
 @main.command("serve-archive")
