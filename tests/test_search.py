@@ -342,3 +342,21 @@ def test_cli_search_all_pairs_and_one_time(tmp_path, client):
     assert res.output.splitlines()[0] == f"neighbours of {t} lead 0"
     res = runner.invoke(main, ["search", "--store", cfg.store.url, "--time", "2015-01-01T00", "--scheduler", addr])
     assert res.exit_code == 1 and "error:" in res.output
+
+
+def test_image_query_from_a_grib_file(tmp_path, client):
+    from wxdask import synth
+    from wxdask.search import _read_image
+
+    synth.write_archive(str(tmp_path / "arch"), "2019-09-20T00", "2019-09-20T03", (0,), grid="coarse", seed=0)
+    files = sorted((tmp_path / "arch").rglob("*.grib2"))
+    assert len(files) == 3
+    images = np.stack([_read_image(str(f))[0] for f in files])  # dBZ, (3, 66, 112)
+    assert images.min() >= -10 and images.max() < 80
+    enc = LinearEncoder(6)
+    e = enc.predict(np.clip(images, 0, 60)[..., None] / 60.0)[:, None, :].astype(np.float32)
+    times = T0 + np.arange(3).astype("timedelta64[h]")
+    cfg = make_store(tmp_path / "s.zarr", e, times).replace(search={"k": 2})
+    result = search.query(cfg, client, image=str(files[1]), encoder=enc)
+    assert result.label == files[1].name
+    assert result.neighbors["index"][0] == 1 and result.neighbors["sqdist"][0] < 1e-10

@@ -854,8 +854,8 @@ def _read_image(image: np.ndarray | str) -> tuple[np.ndarray, str]:
 
     with open(path, "rb") as f:
         data = f.read()
-    values, _grid = decode_refc(_first_refc_message(data, path))
-    return np.asarray(values, dtype=np.float32), os.path.basename(path)
+    sixteenths, _grid = decode_refc(_first_refc_message(data, path))  # int16, 1/16 dBZ
+    return np.asarray(sixteenths, dtype=np.float32) / np.float32(16.0), os.path.basename(path)
 
 
 def _first_refc_message(data: bytes, path: str) -> bytes:
