@@ -209,7 +209,9 @@ def image_panel(
     else:
         aspect = shapes[0][0] / shapes[0][1] if shapes else 0.6
     width = 3.4
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols + 1.2, width * aspect * nrows + 0.9),
+    title_lines = max(str(t).count("\n") + 1 for t in titles) if len(titles) else 1
+    row_height = width * aspect + 0.35 + 0.18 * title_lines
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols + 1.2, row_height * nrows + 0.7),
                              squeeze=False, layout="constrained")
     cmap, norm = dbz_colormap()
     mappable = None
