@@ -287,6 +287,10 @@ class ModelConfig:
         Size of the embedding (the ``refc_embedding`` Dense layer).
     clip_max : float
         dBZ clipped to ``0..clip_max`` and divided by it for the model input.
+    upsample_first : bool
+        Decoder blocks upsample, then convolve (the convolution refines the
+        upsampled field), instead of the seed's convolve-then-upsample, whose
+        last upsampling leaves ``pool`` x ``pool`` blocks. Same parameter count.
     """
 
     n_layers: int = 4
@@ -295,8 +299,11 @@ class ModelConfig:
     kernel: int = 4
     n_latent: int = 50
     clip_max: float = 60.0
+    upsample_first: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.upsample_first, bool):
+            raise ConfigError(f"model.upsample_first must be true or false, got {self.upsample_first!r}")
         _positive_int("model.n_layers", self.n_layers)
         _positive_int("model.pool", self.pool)
         _positive_int("model.kernel", self.kernel)

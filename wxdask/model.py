@@ -284,8 +284,9 @@ def build_autoencoder(cfg: ModelConfig, grid_shape: tuple[int, int]) -> keras.Mo
     x = layers.Dense(int(np.prod(pooled_shape)), activation=None, name="decoder_dense")(x)
     x = layers.Reshape(pooled_shape, name="decoder_reshape")(x)
     for i, f in enumerate(reversed(cfg.filters)):
-        x = layers.Conv2D(f, cfg.kernel, activation="relu", padding="same", name=f"decoder_conv_{i}")(x)
-        x = layers.UpSampling2D(cfg.pool, name=f"decoder_upsamp_{i}")(x)
+        conv = layers.Conv2D(f, cfg.kernel, activation="relu", padding="same", name=f"decoder_conv_{i}")
+        up = layers.UpSampling2D(cfg.pool, name=f"decoder_upsamp_{i}")
+        x = conv(up(x)) if cfg.upsample_first else up(conv(x))
     x = layers.Conv2D(1, 3, activation="relu", padding="same", name="before_padding")(x)
     out = layers.ZeroPadding2D(padding=crop, name="refc_reconstructed")(x)
     return keras.Model(inp, out, name="autoencoder")
