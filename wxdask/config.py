@@ -515,8 +515,9 @@ class KMeansConfig:
     seed : int
         Random state.
     init_max_iter : int or None
-        Rounds of ``k-means||`` (default 5; dask-ml's own default, about log of
-        the first cost, takes minutes on a million slots).
+        Rounds of ``k-means||`` (default 3, with ``oversampling_factor * k``
+        candidates expected per round; dask-ml's own default, about log of the
+        first cost, takes minutes on a million slots).
     block_size : int
         Slots per task.
     model_dir : str or None
