@@ -515,9 +515,10 @@ class KMeansConfig:
     seed : int
         Random state.
     init_max_iter : int or None
-        Rounds of ``k-means||`` (default 3, with ``oversampling_factor * k``
-        candidates expected per round; dask-ml's own default, about log of the
-        first cost, takes minutes on a million slots).
+        Rounds of ``k-means||`` (default 3 for the lloyd engine, with
+        ``oversampling_factor * k`` candidates expected per round, and 5 for
+        dask-ml, which reduces its candidates unweighted; dask-ml's own default,
+        about log of the first cost, takes minutes on a million slots).
     block_size : int
         Slots per task.
     model_dir : str or None
