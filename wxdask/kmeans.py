@@ -74,9 +74,14 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ENGINES = ("lloyd", "dask-ml")
-#: Rounds of k-means|| when ``init_max_iter`` is not set (the paper finds a few rounds enough;
-#: dask-ml's own default, about log of the first cost, takes minutes on 1M rows).
-INIT_ROUNDS = 5
+#: Rows per GEMM within a block (keeps temporaries in cache).
+_SUB = 16384
+#: Rounds of k-means|| when ``init_max_iter`` is not set (the paper finds a few rounds enough, and
+#: each round adds ``oversampling_factor * k`` candidates; dask-ml's own default, about log of the
+#: first cost, takes minutes on 1M rows).
+INIT_ROUNDS = 3
+#: dask-ml reduces its candidates without weights (its k_means.py says so), so it needs more rounds.
+DASK_ML_INIT_ROUNDS = 5
 #: k-means|| runs on a uniform subsample of at most this many rows.
 INIT_SAMPLE = 200_000
 
@@ -124,15 +129,21 @@ def assign_block(x: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.nda
     (array([ 0,  1, -1,  0], dtype=int32), array([ 0.,  1., nan,  1.]))
     """
     x = np.asarray(x)
-    valid = np.isfinite(x).all(axis=1)
     labels = np.full(x.shape[0], -1, dtype=np.int32)
     sqdist = np.full(x.shape[0], np.nan, dtype=np.float64)
-    if valid.any() and len(centers):
-        xv = x[valid]
-        lab = np.argmin(_scores(xv, centers), axis=1).astype(np.int32)
-        diff = xv.astype(np.float64) - np.asarray(centers, dtype=np.float64)[lab]
-        labels[valid] = lab
-        sqdist[valid] = np.einsum("ij,ij->i", diff, diff)
+    if not len(centers):
+        return labels, sqdist
+    c = np.asarray(centers, dtype=np.float64)
+    for r0 in range(0, x.shape[0], _SUB):
+        xb = x[r0:r0 + _SUB].astype(np.float64)
+        valid = np.isfinite(xb).all(axis=1)
+        if not valid.any():
+            continue
+        xv = xb[valid]
+        lab = np.argmin(_scores(xv, c), axis=1).astype(np.int32)
+        diff = xv - c[lab]
+        labels[r0:r0 + _SUB][valid] = lab
+        sqdist[r0:r0 + _SUB][valid] = np.einsum("ij,ij->i", diff, diff)
     return labels, sqdist
 
 
@@ -194,10 +205,10 @@ def lloyd_block(x: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndar
     """
     k, d = np.shape(centers)
     x = np.asarray(x, dtype=np.float32)
-    valid = np.isfinite(x).all(axis=1)
-    if not valid.all():
-        x = x[valid]
     labels, best = _nearest32(x, centers)
+    bad = np.isnan(best)  # a row with NaN scores NaN against every centroid
+    if bad.any():
+        x, labels, best = x[~bad], labels[~bad], best[~bad]
     onehot = np.zeros((x.shape[0], k), dtype=np.float32)
     onehot[np.arange(x.shape[0]), labels] = 1.0
     sums = (onehot.T @ x).astype(np.float64)
@@ -449,7 +460,7 @@ def _fit_dask_ml(x: da.Array, cfg: KMeansConfig) -> KMeansFit:
         max_iter=cfg.max_iter,
         tol=cfg.tol,
         random_state=cfg.seed,
-        init_max_iter=cfg.init_max_iter if cfg.init_max_iter is not None else INIT_ROUNDS,
+        init_max_iter=cfg.init_max_iter if cfg.init_max_iter is not None else DASK_ML_INIT_ROUNDS,
     ).fit(x)
     n_iter = int(km.n_iter_)
     return KMeansFit(np.asarray(km.cluster_centers_, dtype=np.float64), n_iter, n_iter < cfg.max_iter, -1, "dask-ml")
