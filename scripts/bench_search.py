@@ -125,6 +125,7 @@ def main() -> int:
     ap.add_argument("--million", action="store_true", help="also N = 1,000,000 for wxdask alone")
     ap.add_argument("--million-queries", type=int, default=None, help="queries for the 1M run (default: all)")
     ap.add_argument("--skip-faiss", action="store_true")
+    ap.add_argument("--repeats", type=int, default=2, help="interleaved runs of each at N")
     args = ap.parse_args()
 
     import dask.array as da
@@ -138,13 +139,21 @@ def main() -> int:
         xd = client.persist(xd)
         wait(xd)
         wxdask_knn(client, xd[:2000], args.k, args.block_size, args.chunk_size)  # warm up the workers
-        print(f"N = {args.n:,}")
-        ours, t_ours, _ = wxdask_knn(client, xd, args.k, args.block_size, args.chunk_size)
-        if not args.skip_faiss:
-            x = xd.compute()
-            fd, fi, t_faiss = faiss_knn(x, args.k, args.workers)
+        print(f"N = {args.n:,} (runs interleaved: this machine may be shared)")
+        x = None if args.skip_faiss else xd.compute()
+        ours_t, faiss_t = [], []
+        for rep in range(args.repeats):
+            ours, t_ours, _ = wxdask_knn(client, xd, args.k, args.block_size, args.chunk_size)
+            ours_t.append(t_ours)
+            if x is not None:
+                fd, fi, t_faiss = faiss_knn(x, args.k, args.workers)
+                faiss_t.append(t_faiss)
+                print(f"  run {rep + 1}: time ratio wxdask / faiss = {t_ours / t_faiss:.2f}")
+        if x is not None:
+            ratios = [a / b for a, b in zip(ours_t, faiss_t)]
+            print(f"  time ratio wxdask / faiss: best of each {min(ours_t) / min(faiss_t):.2f}, "
+                  f"median of runs {float(np.median(ratios)):.2f} (target <= 1.5)")
             fd, fi = drop_self(fd, fi, args.k)
-            print(f"  time ratio wxdask / faiss = {t_ours / t_faiss:.2f} (target <= 1.5)")
             compare(ours, fd, fi, x, args.k)
             del x
         del xd
