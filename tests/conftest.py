@@ -19,9 +19,9 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_s3():
-    """A moto S3 server on loopback for the whole session."""
+    """A moto S3 server on loopback, fresh for each test module (buckets are not shared)."""
     from wxdask.s3local import LocalS3
 
     with LocalS3() as s3:
