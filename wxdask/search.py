@@ -141,13 +141,16 @@ def prepare_base(base: np.ndarray, time: np.ndarray | None = None, lead: np.ndar
     b = np.asarray(base, dtype=np.float32)
     if b.ndim != 2:
         raise ValueError(f"base must be 2-D (n, d), got shape {b.shape}")
-    valid = np.isfinite(b).all(axis=1)
+    if b.shape[0] >= 2**32:
+        raise ValueError(f"a database of {b.shape[0]} rows is too large (at most 2**32 - 1)")
     aug = np.empty((b.shape[0], b.shape[1] + 1), dtype=np.float32)
-    np.multiply(b, np.float32(-2.0), out=aug[:, :-1])
-    sq = np.einsum("ij,ij->i", b.astype(np.float64), b.astype(np.float64))
-    aug[:, -1] = sq.astype(np.float32)
-    aug[~valid, :-1] = 0.0
-    aug[~valid, -1] = np.inf
+    for r0 in range(0, b.shape[0], 65536):  # float64 norms without a float64 copy of the database
+        rows = b[r0:r0 + 65536]
+        valid = np.isfinite(rows).all(axis=1)
+        np.multiply(rows, np.float32(-2.0), out=aug[r0:r0 + 65536, :-1])
+        sq = np.einsum("ij,ij->i", rows.astype(np.float64), rows.astype(np.float64))
+        aug[r0:r0 + 65536, -1] = np.where(valid, sq, np.inf).astype(np.float32)
+        aug[r0:r0 + 65536, :-1][~valid] = 0.0
     return PreparedBase(aug, _hours(time), None if lead is None else np.asarray(lead, dtype=np.int64))
 
 
