@@ -255,7 +255,7 @@ def test_run_writes_neighbours_and_query_table(tmp_path, client):
     cfg = cfg.replace(search={"k": 4, "exclude_window": "6h", "block_size": 50})
     assert search.run(cfg, client) == cfg.store.url
     ds = store.open_store(cfg.store)
-    assert ds.attrs["search_k"] == 4 and ds.attrs["model_hash"] == "fake"
+    assert ds.attrs["search_k"] == 4 and ds["neighbor_time"].attrs["model_hash"] == "fake"
     flat = e.reshape(-1, 6)
     want_i, want_d = oracle(flat, np.repeat(times.astype(np.int64), nl), 4, 6)
     np.testing.assert_allclose(ds["neighbor_sqdist"].values.reshape(-1, 4), want_d, rtol=1e-5, equal_nan=True)

@@ -21,13 +21,14 @@ I/O: :func:`run`, :func:`plot_residuals`, :func:`summary`, :func:`median_ratio`.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
 
 from wxdask.config import Config
 from wxdask.errors import StoreLayoutError
+from wxdask.plots import Predictor
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
@@ -49,13 +50,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _HOUR = np.timedelta64(1, "h")
-
-
-class Predictor(Protocol):
-    """Anything with ``predict(x) -> numpy.ndarray`` (a Keras model, or a numpy fake in tests)."""
-
-    def predict(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - protocol
-        ...
 
 
 # ----------------------------------------------------------------------------- core (numpy)

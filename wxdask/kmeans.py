@@ -37,13 +37,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
 
 from wxdask.config import Config, KMeansConfig
 from wxdask.errors import ConfigError, StoreLayoutError
+from wxdask.plots import Predictor
 
 if TYPE_CHECKING:  # pragma: no cover
     import dask.array as da
@@ -84,13 +85,6 @@ INIT_ROUNDS = 3
 DASK_ML_INIT_ROUNDS = 5
 #: k-means|| runs on a uniform subsample of at most this many rows.
 INIT_SAMPLE = 200_000
-
-
-class Predictor(Protocol):
-    """Anything with ``predict(x) -> numpy.ndarray`` (a Keras model, or a numpy fake in tests)."""
-
-    def predict(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - protocol
-        ...
 
 
 # ----------------------------------------------------------------------------- core (numpy)
@@ -682,6 +676,7 @@ def run(cfg: Config, client: Client | None, *, decoder: Predictor | None = None)
     }
     for name in ("cluster", "centroid", "cluster_size", "cluster_count", "cluster_sqdist"):
         out[name].attrs.update(attrs)
+    attrs.pop("model_hash")  # on the variables; the store's root holds several stages' attributes
     store.write_variables(cfg.store, out)
     png = _plot_path(cfg)
     try:

@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import xarray as xr
 
 from wxdask.config import Config, SearchConfig, parse_duration, parse_time
 from wxdask.errors import ConfigError, StoreLayoutError
+from wxdask.plots import Predictor
 
 if TYPE_CHECKING:  # pragma: no cover
     import dask.array as da
@@ -71,13 +72,6 @@ _SAMPLE = 1024
 _QSUB = 1024
 #: Key of a missing neighbour (sorts last).
 _MISSING = np.iinfo(np.int64).max
-
-
-class Predictor(Protocol):
-    """Anything with ``predict(x) -> numpy.ndarray`` (a Keras model, or a numpy fake in tests)."""
-
-    def predict(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - protocol
-        ...
 
 
 class PreparedBase(NamedTuple):
@@ -698,12 +692,14 @@ def query(
         t_query, lead_query = None, None
     else:
         t_query = parse_time(time, "--time")
-        lead_query = lead if lead is not None else (scfg.lead if scfg.lead is not None else int(nl and base_emb["lead_time"].values[0]))
+        searched = base_emb["lead_time"].values.tolist()
+        lead_query = int(lead) if lead is not None else int(searched[0])
         tpos = np.flatnonzero(base_emb["time"].values.astype("datetime64[h]") == t_query)
         lpos = np.flatnonzero(base_emb["lead_time"].values == lead_query)
         if tpos.size == 0 or lpos.size == 0:
+            times_all = emb["time"].values.astype("datetime64[h]")
             raise ConfigError(f"query slot {t_query} lead {lead_query} is not in store {cfg.store.url!r} "
-                              f"(times {emb['time'].values[0]} .. {emb['time'].values[-1]}, leads {emb['lead_time'].values.tolist()})")
+                              f"(times {times_all[0]} .. {times_all[-1]}, leads searched {searched})")
         flat_pos = int(tpos[0]) * nl + int(lpos[0])
         qvec = np.asarray(base_emb.isel(time=int(tpos[0]), lead_time=int(lpos[0])).values, dtype=np.float32)
         if not np.isfinite(qvec).all():
@@ -911,6 +907,6 @@ def run(cfg: Config, client: Client | None) -> str:
     encoding = {"neighbor_time": {"units": "hours since 1970-01-01 00:00:00", "dtype": "int64",
                                   "calendar": "proleptic_gregorian"}}
     store.write_variables(cfg.store, out, encoding=encoding)
-    store.set_attrs(cfg.store, {f"{k}": v for k, v in attrs.items()})
+    store.set_attrs(cfg.store, _search_attrs(cfg.search))
     store.consolidate(cfg.store)
     return cfg.store.url
