@@ -79,8 +79,10 @@ def test_count_by_month():
     assert got[0].tolist() == [1, 1, 0] and got[1].tolist() == [0, 1, 0] and got[11].tolist() == [0, 0, 2]
 
 
-@pytest.mark.parametrize("engine", ["lloyd", "dask-ml"])
-def test_fit_recovers_sklearn_clusters(client, engine):
+@pytest.mark.parametrize("engine,init_sample", [("lloyd", None), ("lloyd", 1500), ("dask-ml", None)])
+def test_fit_recovers_sklearn_clusters(client, engine, init_sample, monkeypatch):
+    if init_sample:  # k-means|| on a per-block subsample, kept on the workers
+        monkeypatch.setattr(kmeans, "INIT_SAMPLE", init_sample)
     x, truth = blobs(6000, k=4, seed=3)
     xd = client.persist(da.from_array(x, chunks=(1000, 6)))
     result = kmeans.fit(xd, KMeansConfig(k=4, seed=1), client, engine=engine)

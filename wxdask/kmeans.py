@@ -501,12 +501,12 @@ def init_scalable(x: da.Array, cfg: KMeansConfig, client: Client | None = None) 
     if n > INIT_SAMPLE:  # each block keeps a seeded share of its rows, where it lives
         frac = INIT_SAMPLE / n
         blocks = [delayed(_subsample)(bx, frac, (cfg.seed, 0, i)) for i, bx in enumerate(blocks)]
-        blocks = _round_trip(client, None, None, blocks)[2]
         sizes = np.round(sizes * frac)
     b0 = int(rng.choice(len(sizes), p=sizes / sizes.sum()))
     seed_row = delayed(_random_row)(blocks[b0], (cfg.seed, 0, b0))
     d2 = [delayed(min_sqdist_block)(bx, seed_row) for bx in blocks]
-    cand_np, cost, d2 = _round_trip(client, seed_row, delayed(_total)(d2), d2)
+    cand_np, cost, kept = _round_trip(client, seed_row, delayed(_total)(d2), blocks + d2)
+    blocks, d2 = kept[:len(blocks)], kept[len(blocks):]  # the subsample and its distances stay on the workers
     cand = np.asarray(cand_np, dtype=np.float64)
     rounds = cfg.init_max_iter if cfg.init_max_iter is not None else INIT_ROUNDS
     ell = cfg.oversampling_factor * cfg.k
