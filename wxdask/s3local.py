@@ -52,10 +52,17 @@ class LocalS3:
         self.endpoint_url: str | None = None
 
     def start(self) -> LocalS3:
-        """Start serving; sets :attr:`endpoint_url`."""
+        """Start serving, with no buckets; sets :attr:`endpoint_url`.
+
+        moto keeps its buckets in one store per process, shared by every server
+        started in it, so starting one empties that store.
+        """
+        import urllib.request
+
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
+        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")).close()
         logger.info("local S3 endpoint at %s", self.endpoint_url)
         return self
 
