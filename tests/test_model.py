@@ -51,6 +51,7 @@ def test_scale_input_clips_and_divides():
 def test_full_hrrr_grid_default_has_969123_parameters():
     m = wm.build_autoencoder(ModelConfig(), wm.GRIDS["hrrr"])
     assert m.count_params() == 969_123
+    assert wm.build_autoencoder(ModelConfig(upsample_first=True), wm.GRIDS["hrrr"]).count_params() == 969_123
     assert m.get_layer("cropped").output.shape[1:3] == (1024, 1792)
     emb = m.get_layer("refc_embedding")
     assert emb.units == 50 and emb.get_config()["activation"] == "linear"
@@ -58,6 +59,8 @@ def test_full_hrrr_grid_default_has_969123_parameters():
     assert [m.get_layer(f"encoder_conv_{i}").filters for i in range(4)] == [16, 32, 64, 128]
     assert [m.get_layer(f"decoder_conv_{i}").filters for i in range(4)] == [128, 64, 32, 16]
     assert m.output.shape[1:] == (1059, 1799, 1)
+    names = [layer.name for layer in m.layers]
+    assert names.index("decoder_conv_3") < names.index("decoder_upsamp_3")  # the seed's order by default
 
 
 def test_coarse_grid_gets_fewer_layers_and_same_bottleneck():

@@ -356,9 +356,11 @@ def _existing_state(model_dir: Path) -> tuple[dict | None, dict | None]:
 
 
 def _check_same_model(model_dir: Path, record: dict, fingerprint: dict, what: str) -> None:
-    old = record.get("fingerprint") or {}
+    old = dict(record.get("fingerprint") or {})
+    if "grid_shape" not in old and isinstance(record.get("grid"), dict):  # metadata from elsewhere
+        old.update(grid=record["grid"].get("name"), grid_shape=record["grid"].get("shape"))
     if old.get("grid_shape") != fingerprint["grid_shape"]:
-        shape = "x".join(str(s) for s in old.get("grid_shape", ["?", "?"]))
+        shape = "x".join(str(s) for s in old.get("grid_shape") or ["?", "?"])
         new = "x".join(str(s) for s in fingerprint["grid_shape"])
         raise ModelError(
             f"{str(model_dir)!r} holds a {what} for grid {old.get('grid')!r} ({shape}), but the store has grid "
@@ -655,6 +657,8 @@ def fit(store_cfg: StoreConfig, train_cfg: TrainConfig, plan: TrainPlan, *,
         "model": _plain(dataclasses.asdict(plan.model)),
         "train": _plain(dataclasses.asdict(train_cfg)),
         "n_params": int(model.count_params()),
+        "n_latent": int(plan.model.n_latent),
+        "clip_max": float(plan.model.clip_max),
         "scaling": {
             "input": "clip(dBZ, 0, clip_max) / clip_max, float32",
             "clip_max": plan.model.clip_max,
