@@ -400,15 +400,15 @@ class EmbedConfig:
 
     Parameters
     ----------
-    model_dir : str
-        Trained model directory.
+    model_dir : str or None
+        Trained model directory; ``None`` uses ``train.model_dir``.
     batch_size : int
         Images per encoder call.
     images_per_task : int
         Images one Dask task reads and encodes.
     """
 
-    model_dir: str = "wxdask-model"
+    model_dir: str | None = None
     batch_size: int = 64
     images_per_task: int = 256
 
@@ -423,13 +423,13 @@ class DecodeConfig:
 
     Parameters
     ----------
-    model_dir : str
-        Trained model directory.
+    model_dir : str or None
+        The model that made the embeddings; ``None`` uses ``train.model_dir``.
     batch_size : int
         Embeddings per decoder call.
     """
 
-    model_dir: str = "wxdask-model"
+    model_dir: str | None = None
     batch_size: int = 64
 
     def __post_init__(self) -> None:

@@ -220,7 +220,7 @@ def decode(store_cfg: StoreConfig, valid: np.ndarray, chunk: int, source: ModelS
 def _open(cfg: Config, source: ModelSource | None) -> tuple[xr.Dataset, ModelSource, dict]:
     from wxdask import store
 
-    source = source if source is not None else KerasModelSource(cfg.decode.model_dir)
+    source = source if source is not None else KerasModelSource(cfg.decode.model_dir or cfg.train.model_dir)
     ds = store.open_input(cfg.store, ["refc", "status", "embedding"], decode=False)
     meta = source.metadata()
     made_by = ds["embedding"].attrs.get("model_hash")
@@ -278,7 +278,7 @@ def run(cfg: Config, client: Client | None, *, source: ModelSource | None = None
     client : distributed.Client or None
         The cluster; ``None`` runs in this process.
     source : ModelSource, optional
-        The model (default: :class:`~wxdask.embed.KerasModelSource` of ``cfg.decode.model_dir``).
+        The model (default: :class:`~wxdask.embed.KerasModelSource` of ``cfg.decode.model_dir``, else ``cfg.train.model_dir``).
 
     Returns
     -------
@@ -418,7 +418,7 @@ def decode_png(cfg: Config, time: Any = None, lead: int | None = None, out: str 
     out : str, optional
         PNG path (default ``decoded-YYYYMMDDHH-fLL.png``).
     source : ModelSource, optional
-        The model (default: ``cfg.decode.model_dir``).
+        The model (default: ``cfg.decode.model_dir``, else ``cfg.train.model_dir``).
 
     Returns
     -------

@@ -26,18 +26,14 @@ START = "2019-06-01T00"
 def demo_config(out: Path, endpoint_url: str, days: int, seed: int, n_workers: int, k: int) -> Config:
     """The demo's configuration: everything under ``out``, the archive at ``endpoint_url``."""
     end = str(np.datetime64(START, "h") + 24 * days)
-    model_dir = str(out / "model")
     return Config.from_dict({
         "store": {"url": str(out / "demo.zarr")},
         "dask": {"n_workers": n_workers, "threads_per_worker": 1},
         "ingest": {"start": START, "end": end, "leads": [0], "endpoint_url": endpoint_url},
-        "train": {"model_dir": model_dir, "epochs": 30, "batch_size": 16, "seed": seed},
-        "evaluate": {"model_dir": model_dir},
-        "embed": {"model_dir": model_dir, "images_per_task": 64},
-        "decode": {"model_dir": model_dir},
-        "search": {"k": 5, "exclude_window": "24h", "model_dir": model_dir},
-        "interpolate": {"model_dir": model_dir},
-        "kmeans": {"k": k, "seed": seed, "model_dir": model_dir, "plot": str(out / "centroids.png")},
+        "train": {"model_dir": str(out / "model"), "epochs": 30, "batch_size": 16, "seed": seed},
+        "embed": {"images_per_task": 64},
+        "search": {"k": 5, "exclude_window": "24h"},
+        "kmeans": {"k": k, "seed": seed, "plot": str(out / "centroids.png")},
     })
 
 

@@ -651,7 +651,7 @@ def _embedding_attrs(cfg: Config, meta: dict) -> dict:
     return {
         "long_name": "autoencoder embedding of composite reflectivity",
         "model_hash": meta["hash"],
-        "model_dir": cfg.embed.model_dir,
+        "model_dir": cfg.embed.model_dir or cfg.train.model_dir,
         "clip_max_dBZ": meta["clip_max"],
         "comment": "NaN where the slot has no image (see status) or was not embedded yet",
     }
@@ -670,7 +670,7 @@ def run(cfg: Config, client: Client | None, *, source: ModelSource | None = None
     client : distributed.Client or None
         The cluster; ``None`` runs in this process (tests, small stores).
     source : ModelSource, optional
-        The model (default: :class:`KerasModelSource` of ``cfg.embed.model_dir``).
+        The model (default: :class:`KerasModelSource` of ``cfg.embed.model_dir``, else ``cfg.train.model_dir``).
 
     Returns
     -------
@@ -688,7 +688,7 @@ def run(cfg: Config, client: Client | None, *, source: ModelSource | None = None
     from wxdask.client import gpu_workers
 
     start = _time.perf_counter()
-    source = source if source is not None else KerasModelSource(cfg.embed.model_dir)
+    source = source if source is not None else KerasModelSource(cfg.embed.model_dir or cfg.train.model_dir)
     meta = source.metadata()
     ds = store.open_input(cfg.store, ["refc", "status"], decode=False)
     grid = (ds.sizes["y"], ds.sizes["x"])
