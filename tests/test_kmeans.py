@@ -92,6 +92,9 @@ def test_fit_recovers_sklearn_clusters(client, engine, init_sample, monkeypatch)
     assert adjusted_rand_score(truth, ours) == 1.0
     assert result.engine == engine and result.converged
     assert inertia_block(x, result.centers, ours) == pytest.approx(sk.inertia_, rel=1e-4)
+    if engine == "lloyd":  # converged exactly: the last step's labels are the final ones
+        np.testing.assert_array_equal(client.compute(result.labels).result(), ours)
+        assert result.inertia == pytest.approx(sk.inertia_, rel=1e-4)
 
 
 def test_fit_rejects_too_few_rows_and_bad_engine(client):

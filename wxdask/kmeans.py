@@ -197,18 +197,25 @@ def lloyd_block(x: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndar
     >>> s.ravel().tolist(), n.tolist(), i
     ([2.0, 10.0], [2, 1], 3.0)
     """
+    return _lloyd_task(x, centers)[:3]
+
+
+def _lloyd_task(x: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """:func:`lloyd_block` plus the label of every row (``-1`` for NaN rows)."""
     k, d = np.shape(centers)
     x = np.asarray(x, dtype=np.float32)
     labels, best = _nearest32(x, centers)
     bad = np.isnan(best)  # a row with NaN scores NaN against every centroid
+    all_labels = labels
     if bad.any():
+        all_labels = np.where(bad, -1, labels).astype(np.int32)
         x, labels, best = x[~bad], labels[~bad], best[~bad]
     onehot = np.zeros((x.shape[0], k), dtype=np.float32)
     onehot[np.arange(x.shape[0]), labels] = 1.0
     sums = (onehot.T @ x).astype(np.float64)
     counts = np.bincount(labels, minlength=k).astype(np.int64)
     inertia = float(np.maximum(best.astype(np.float64) + np.einsum("ij,ij->i", x, x, dtype=np.float64), 0).sum())
-    return sums, counts, inertia
+    return sums, counts, inertia, all_labels
 
 
 def min_sqdist_block(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -407,6 +414,13 @@ class KMeansFit:
         Centroid candidates found by k-means|| (``-1`` when not known).
     engine : str
         Which engine fitted them.
+    labels : dask.array.Array or None
+        ``(n,)`` int32 label of each row, from the last Lloyd step, when that
+        step left the centroids exactly where they were (so the labels are
+        those of ``centers``, like scikit-learn's ``labels_``); else ``None``.
+        Backed by results kept on the workers.
+    inertia : float or None
+        Inertia of those labels (float32 accuracy), or ``None``.
     """
 
     centers: np.ndarray
@@ -414,6 +428,8 @@ class KMeansFit:
     converged: bool
     n_candidates: int
     engine: str
+    labels: Any = None
+    inertia: float | None = None
 
 
 def fit(x: da.Array, cfg: KMeansConfig, client: Client | None = None, *, engine: str = "lloyd") -> KMeansFit:
@@ -574,15 +590,20 @@ def _round_trip(client: Client | None, value: Any, scalar: Any, blocks: list) ->
 
 
 def _fit_lloyd(x: da.Array, cfg: KMeansConfig, client: Client | None) -> KMeansFit:
+    import operator
+
+    import dask.array as da
     from dask import delayed
 
     centers, n_cand = init_scalable(x, cfg, client)
     blocks_x = x.to_delayed().ravel()
     converged = False
     it = 0
+    shift = np.inf
     for it in range(1, cfg.max_iter + 1):
-        parts = [delayed(lloyd_block)(bx, centers) for bx in blocks_x]
-        (sums, counts, inertia) = _compute(client, delayed(_sum_parts)(parts))[0]
+        parts = [delayed(_lloyd_task)(bx, centers) for bx in blocks_x]
+        _, (sums, counts, inertia), label_parts = _round_trip(
+            client, None, delayed(_sum_parts)(parts), [delayed(operator.getitem)(p, 3) for p in parts])
         new_centers = centers.copy()
         filled = counts > 0
         new_centers[filled] = sums[filled] / counts[filled, None]
@@ -593,6 +614,10 @@ def _fit_lloyd(x: da.Array, cfg: KMeansConfig, client: Client | None) -> KMeansF
         if shift < cfg.tol:
             converged = True
             break
+    if shift == 0.0:  # the last step's labels are those of the final centroids
+        labels = da.concatenate([da.from_delayed(delayed(p), shape=(size,), dtype=np.int32)
+                                 for p, size in zip(label_parts, x.chunks[0])])
+        return KMeansFit(centers, it, converged, n_cand, "lloyd", labels, inertia)
     return KMeansFit(centers, it, converged, n_cand, "lloyd")
 
 
