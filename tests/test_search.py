@@ -253,7 +253,7 @@ def test_run_writes_neighbours_and_query_table(tmp_path, client):
     times = gapped_times(nt)
     cfg = make_store(tmp_path / "s.zarr", e, times)
     cfg = cfg.replace(search={"k": 4, "exclude_window": "6h", "block_size": 50})
-    assert search.run(cfg, client) == cfg.store.url
+    assert search.run(cfg, client).endswith(f"{cfg.store.url}: neighbor_time, neighbor_sqdist, neighbor_lead")
     ds = store.open_store(cfg.store)
     assert ds.attrs["search_k"] == 4 and ds["neighbor_time"].attrs["model_hash"] == "fake"
     flat = e.reshape(-1, 6)

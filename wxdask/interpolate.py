@@ -266,7 +266,7 @@ def run(cfg: Config, client: Client | None, *, decoder: Predictor | None = None)
     Returns
     -------
     str
-        The store URL.
+        The median ratio, what was written, and where.
     """
     from wxdask import store
 
@@ -293,7 +293,8 @@ def run(cfg: Config, client: Client | None, *, decoder: Predictor | None = None)
                 stats["median_ratio"], stats["n_ratio"], stats["median_residual"], stats["median_step"])
     if cfg.interpolate.plot:
         plot_residuals(cfg, cfg.interpolate.plot, data=out)
-    return cfg.store.url
+    return (f"median interp_residual / step_sqdist = {stats['median_ratio']:.4g} over {stats['n_ratio']} slots "
+            f"-> {cfg.store.url}: interp_residual, step_sqdist")
 
 
 def _decode_scores(cfg: Config, ds: xr.Dataset, resid: np.ndarray, decoder: Predictor | None) -> list[dict]:

@@ -649,7 +649,7 @@ def run(cfg: Config, client: Client | None, *, decoder: Predictor | None = None)
     Returns
     -------
     str
-        The store URL.
+        What was written, and where.
     """
     import dask.array as da
 
@@ -713,7 +713,8 @@ def run(cfg: Config, client: Client | None, *, decoder: Predictor | None = None)
     store.consolidate(cfg.store)
     logger.info("k-means: %d clusters, sizes %s, inertia %.6g, %d iterations (%s)", kcfg.k, sizes.tolist(),
                 inertia, result.n_iter, result.engine)
-    return cfg.store.url
+    return (f"{kcfg.k} clusters of sizes {sizes.tolist()}, inertia {inertia:.6g} ({result.engine}, "
+            f"{result.n_iter} iterations) -> {cfg.store.url}: cluster, centroid, cluster_size, cluster_count")
 
 
 def _plot_path(cfg: Config) -> str:

@@ -891,7 +891,7 @@ def run(cfg: Config, client: Client | None) -> str:
     Returns
     -------
     str
-        The store URL.
+        What was written, and where.
     """
     from wxdask import store
 
@@ -909,4 +909,5 @@ def run(cfg: Config, client: Client | None) -> str:
     store.write_variables(cfg.store, out, encoding=encoding)
     store.set_attrs(cfg.store, _search_attrs(cfg.search))
     store.consolidate(cfg.store)
-    return cfg.store.url
+    return (f"{cfg.search.k} nearest neighbours of each of {nslots} slots (not within {cfg.search.exclude_window}) "
+            f"-> {cfg.store.url}: neighbor_time, neighbor_sqdist, neighbor_lead")
