@@ -251,11 +251,22 @@ def ensure_framework_env() -> None:
     unset = [k for k in GPU_MEMORY_ENV if k not in os.environ]
     for key in unset:
         os.environ[key] = GPU_MEMORY_ENV[key]
-    if late and unset and unset != ["TF_CPP_MIN_LOG_LEVEL"]:
+    if late and unset and unset != ["TF_CPP_MIN_LOG_LEVEL"] and _in_worker():
         logger.warning(
             "%s was imported in this worker before %s was set; set them in the worker's environment",
             ", ".join(late), ", ".join(unset),
         )
+
+
+def _in_worker() -> bool:
+    """Whether this code runs inside a Dask worker (where GPU memory settings matter)."""
+    from distributed import get_worker
+
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
 
 
 def _source_key(source: ModelSource, model_hash: str) -> tuple:
