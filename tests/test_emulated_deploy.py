@@ -17,8 +17,10 @@ versions agree, and the Job (its wait-for-scheduler init container, then
 ``wxdask run ... --scheduler tcp://<release>-scheduler:8786``) completes against
 the scheduler, reading a synthetic archive from a local S3 endpoint and writing
 the store to a private bucket with credentials from the (emulated) Secret:
-ingest on any worker, training and every encoder task on the GPU-resource worker
-only (read from the scheduler's task stream), the model on the shared volume.
+the whole pipeline (ingest, train, evaluate, embed, decode, search, interpolate,
+cluster), ingest on any worker, training and every encoder and decoder task on
+the GPU-resource worker only (read from the scheduler's task stream), the model
+on the shared volume.
 """
 
 from __future__ import annotations
@@ -49,11 +51,11 @@ RELEASE = "wxdask"
 SECRETS = {"wxdask-s3": {"AWS_ACCESS_KEY_ID": "emulated-access-key", "AWS_SECRET_ACCESS_KEY": "emulated-secret-key"}}
 OUTPUT_BUCKET = "wxdask-private"
 START, END, LEADS = "2019-09-20T00", "2019-09-22T00", (0,)
-#: Stages the Job runs (`wxdask run --stages ...`). Drop --stages (the whole pipeline) once the
-#: remaining stages (evaluate, decode, search, interpolate, cluster) exist.
-JOB_STAGES = "ingest,train,embed"
 #: The GPU group's Keras backend: the chart's default (jax, as in the GPU image) where installed.
 GPU_KERAS_BACKEND = "jax" if importlib.util.find_spec("jax") else "tensorflow"
+#: The images' working directory (the Dockerfile's last WORKDIR): where relative paths land in a container.
+WORKDIR = [line.split()[1] for line in (ROOT / "deploy" / "docker" / "Dockerfile").read_text().splitlines()
+           if line.startswith("WORKDIR")][-1]
 #: Give-up limits for things that should happen (not performance thresholds).
 START_LIMIT, JOB_LIMIT = 120.0, 420.0
 
@@ -74,8 +76,7 @@ def _values(endpoint_url: str) -> dict:
         "workers": {"cpu": {"replicas": 1, "nthreads": 1, "extraArgs": ["--host", "127.0.0.1"]},
                     "gpu": {"replicas": 1, "kerasBackend": GPU_KERAS_BACKEND, "extraArgs": ["--host", "127.0.0.1"]}},
         "job": {
-            "command": ["run"],
-            "extraArgs": ["--stages", JOB_STAGES],
+            "command": ["run"],  # the whole pipeline
             "waitForSchedulerSeconds": 60,
             "config": {
                 "store": {"url": f"s3://{OUTPUT_BUCKET}/wxdask.zarr",
@@ -85,7 +86,10 @@ def _values(endpoint_url: str) -> dict:
                 "model": {"n_layers": 2, "pool": 4, "filters": [4, 8], "n_latent": 8},
                 "train": {"model_dir": "/shared/wxdask-model", "epochs": 1, "batch_size": 8, "holdout_every": 2,
                           "on_gpu_worker": True},
+                "evaluate": {"model_dir": "/shared/wxdask-model", "batch_size": 8},
                 "embed": {"model_dir": "/shared/wxdask-model", "batch_size": 8, "images_per_task": 8},
+                "decode": {"model_dir": "/shared/wxdask-model", "batch_size": 8},
+                "kmeans": {"k": 3},
                 "dask": {"progress": False},
             },
         },
@@ -133,12 +137,13 @@ class Process:
     argv: list[str]
     env: dict[str, str]
     log: Path
+    cwd: Path | None = None
     popen: subprocess.Popen | None = None
 
     def start(self) -> Process:
         with open(self.log, "wb") as out:
             self.popen = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, start_new_session=True)
+                                          stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.cwd)
         return self
 
     def run(self, timeout: float) -> int:
@@ -220,7 +225,10 @@ def kubelet(rendered: Rendered, pod: dict, container: dict, *, pod_name: str, wo
         env[item["name"]] = localize(value)
     argv = [localize(expand(a, env)) for a in [*container["command"], *container.get("args", [])]]
     argv = [re.sub(r"^:(\d+)$", r"127.0.0.1:\1", a) for a in argv]  # dashboards: loopback, not all interfaces
-    return Process(f"{pod_name}/{container['name']}", argv, env, workdir / f"{pod_name}-{container['name']}.log")
+    # the container's working directory: its mount when one is there, else a directory of the pod's own
+    cwd = Path(mounts[WORKDIR]) if WORKDIR in mounts else workdir / pod_name / "workdir"
+    cwd.mkdir(parents=True, exist_ok=True)
+    return Process(f"{pod_name}/{container['name']}", argv, env, workdir / f"{pod_name}-{container['name']}.log", cwd)
 
 
 def _http(url: str) -> tuple[int, str]:
@@ -399,7 +407,7 @@ def test_job_completes_against_the_scheduler(deployment, client, local_s3, tmp_p
     init, main = _job_processes(deployment)
     client.get_task_stream()  # start recording which worker runs each task
     t0 = time.time()
-    assert main.argv[:2] == ["wxdask", "run"]
+    assert main.argv[:2] == ["wxdask", "run"] and "--stages" not in main.argv
     assert main.argv[main.argv.index("--scheduler") + 1] == deployment.address
     config = Path(main.argv[main.argv.index("--config") + 1])
     assert yaml.safe_load(config.read_text())["ingest"]["source"] == f"s3://{ARCHIVE_BUCKET}"
@@ -408,6 +416,8 @@ def test_job_completes_against_the_scheduler(deployment, client, local_s3, tmp_p
     rc = main.run(timeout=JOB_LIMIT)
     log = main.tail()
     assert rc == 0, log
+    for stage in ("ingest", "train", "evaluate", "embed", "decode", "search", "interpolate", "cluster"):
+        assert f"== {stage}\n" in log, log
     assert "emulated-secret-key" not in main.log.read_text()  # credentials never reach the logs
 
     opts = {"key": "emulated-access-key", "secret": "emulated-secret-key",
@@ -416,15 +426,18 @@ def test_job_completes_against_the_scheduler(deployment, client, local_s3, tmp_p
     assert ds.sizes["time"] == 48 and list(ds.lead_time.values) == list(LEADS)
     assert (ds.status.values == STATUS["ok"]).all()
 
-    # the work ran on the cluster's workers, training and encoding only on the GPU-resource worker
+    # every stage wrote its part of the store
+    for name in ("embedding", "reconstruction_rmse", "neighbor_time", "interp_residual", "cluster", "centroid"):
+        assert name in ds.variables, sorted(ds.variables)
+    assert bool(ds["embedding"].notnull().all()) and ds["embedding"].sizes["latent"] == 8
+
+    # the work ran on the cluster's workers; training and the model's tasks only on the GPU-resource worker
     info = client.scheduler_info(n_workers=-1)["workers"]
     gpu = _addr(info, f"{RELEASE}-worker-gpu-0")
     ran: dict[str, set[str]] = {}  # task name -> workers that ran it
     for task in client.get_task_stream(start=t0):
         ran.setdefault(key_split(task["key"]), set()).add(task["worker"])
     assert any(name.startswith("ingest") for name in ran), f"no ingest tasks ran on the cluster: {sorted(ran)}"
-    if "embed" in JOB_STAGES.split(","):
-        assert ds["embedding"].sizes["latent"] == 8 and bool(ds["embedding"].notnull().all())
-        assert ran.get("embed-chunk") == {gpu}, ran
-    if "train" in JOB_STAGES.split(","):
-        assert ran.get("wxdask-train") == {gpu}, ran
+    assert ran.get("embed-chunk") == {gpu}, ran
+    assert ran.get("decode-chunk") == {gpu}, ran
+    assert ran.get("wxdask-train") == {gpu}, ran

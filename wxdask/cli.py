@@ -90,18 +90,19 @@ def _merge(base: dict, flat: dict) -> dict:
 
 
 def run_stage(stage_run: Callable, cfg: Any) -> Any:
-    """Make the client, run one stage under monitoring, close the client."""
-    from wxdask.client import make_client, monitored
+    """Make the client, run one stage under monitoring, close the client.
+
+    A scheduler lost mid-run becomes a :class:`~wxdask.errors.ClusterError`
+    naming its address (one red line, exit 1), not a traceback.
+    """
+    from wxdask.client import close_client, make_client, monitored, scheduler_guard
 
     client = make_client(cfg.dask)
     try:
-        with monitored(cfg.dask):
+        with scheduler_guard(client), monitored(cfg.dask):
             return stage_run(cfg, client)
     finally:
-        cluster = client.cluster
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        close_client(client)
 
 
 @click.group(cls=_Group)

@@ -12,11 +12,13 @@ import sys
 from typing import Any, Iterator
 
 from distributed import Client, LocalCluster, Nanny, performance_report, progress, wait
+from distributed.client import FuturesCancelledError
+from distributed.comm.core import CommClosedError
 
 from wxdask.config import DaskConfig
-from wxdask.errors import ClusterError
+from wxdask.errors import ClusterError, WxdaskError
 
-__all__ = ["make_client", "check_versions", "gpu_workers", "monitored", "compute"]
+__all__ = ["make_client", "check_versions", "gpu_workers", "monitored", "scheduler_guard", "close_client", "compute"]
 
 logger = logging.getLogger(__name__)
 
@@ -141,10 +143,67 @@ def monitored(cfg: DaskConfig) -> Iterator[None]:
         yield
 
 
+def _scheduler_lost(client: Client) -> bool:
+    """Whether ``client`` has lost its scheduler (reconnecting or given up)."""
+    return client.status != "running"
+
+
+@contextlib.contextmanager
+def scheduler_guard(client: Client) -> Iterator[None]:
+    """Turn the loss of the scheduler during a block into one :class:`ClusterError` naming its address.
+
+    When the scheduler dies or its network goes, distributed cancels the
+    client's futures (``FuturesCancelledError``) or fails a call with
+    ``CommClosedError``/``OSError``/``TimeoutError``. If the client is then no
+    longer connected, the error becomes a ClusterError that names the address
+    and says that a rerun resumes; any other error (a task's own ``OSError``,
+    a :class:`~wxdask.errors.WxdaskError`) passes through unchanged.
+
+    Raises
+    ------
+    ClusterError
+        If the scheduler was lost inside the block.
+    """
+    address = client.scheduler.address if client.scheduler is not None else "?"
+    try:
+        yield
+    except WxdaskError:
+        raise
+    except (FuturesCancelledError, CommClosedError, OSError, TimeoutError) as exc:
+        if not _scheduler_lost(client):
+            raise
+        logger.debug("scheduler lost", exc_info=True)
+        raise ClusterError(
+            f"lost the Dask scheduler at {address!r} in the middle of the run ({type(exc).__name__}); "
+            "what was written so far is kept: start the scheduler again and rerun to resume"
+        ) from None
+
+
+def close_client(client: Client) -> None:
+    """Close ``client`` and the LocalCluster it started, if any.
+
+    Closing a client whose scheduler is gone cancels its reconnection attempts,
+    which distributed logs as an ERROR with a traceback; that noise is muted
+    here, since :func:`scheduler_guard` already reported the loss.
+    """
+    cluster = client.cluster
+    noisy = logging.getLogger("distributed.client")
+    level = noisy.level
+    if _scheduler_lost(client):
+        noisy.setLevel(logging.CRITICAL)
+    try:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    finally:
+        noisy.setLevel(level)
+
+
 def compute(client: Client | None, collections: list, cfg: DaskConfig) -> list:
     """Compute dask collections on the cluster and return their results.
 
-    Shows a progress bar on a terminal. With ``client=None`` the collections
+    Shows a progress bar when stderr is a terminal (drawn on stderr, so stdout
+    holds only results). With ``client=None`` the collections
     run in this process on dask's synchronous scheduler (tests, small helpers).
     Errors raised by tasks are re-raised here with their original type.
     """
@@ -154,7 +213,9 @@ def compute(client: Client | None, collections: list, cfg: DaskConfig) -> list:
         return list(dask.compute(*collections, scheduler="synchronous"))
     futures = client.compute(collections)
     if cfg.progress and sys.stderr.isatty():
-        progress(futures)
+        # distributed draws its bar on stdout; keep stdout for results, the bar with the log
+        with contextlib.redirect_stdout(sys.stderr):
+            progress(futures)
     else:
         wait(futures)
     return client.gather(futures)
