@@ -99,7 +99,7 @@ def run_stage(stage_run: Callable, cfg: Any) -> Any:
 
     client = make_client(cfg.dask)
     try:
-        with scheduler_guard(client), monitored(cfg.dask):
+        with scheduler_guard(client), monitored(cfg.dask, client):
             return stage_run(cfg, client)
     finally:
         close_client(client)

@@ -133,14 +133,28 @@ def gpu_workers(client: Client) -> list[str]:
 
 
 @contextlib.contextmanager
-def monitored(cfg: DaskConfig) -> Iterator[None]:
-    """Write a performance report around a block when ``cfg.performance_report`` is set."""
-    if cfg.performance_report:
-        with performance_report(filename=cfg.performance_report):
-            yield
-        logger.info("performance report written to %s", cfg.performance_report)
-    else:
+def monitored(cfg: DaskConfig, client: Client | None = None) -> Iterator[None]:
+    """Write a performance report around a block when ``cfg.performance_report`` is set.
+
+    The report is written when the block fails too, except when ``client``
+    has lost its scheduler (which holds what the report is made of): then it
+    is skipped at once instead of waiting for a reconnection.
+    """
+    if not cfg.performance_report:
         yield
+        return
+    report = performance_report(filename=cfg.performance_report)
+    report.__enter__()
+    try:
+        yield
+    except BaseException:
+        if client is not None and _scheduler_lost(client):
+            logger.warning("no performance report: the scheduler was lost")
+            raise
+        report.__exit__(*sys.exc_info())
+        raise
+    report.__exit__(None, None, None)
+    logger.info("performance report written to %s", cfg.performance_report)
 
 
 def _scheduler_lost(client: Client) -> bool:
