@@ -120,6 +120,24 @@ def test_read_images_matches_decoded_store(store):
     np.testing.assert_array_equal(got, want)
 
 
+def test_image_cache_serves_later_epochs_without_reading_the_store(store, monkeypatch):
+    from wxdask import store as wstore
+
+    calls = []
+    real = wstore.read_region
+    monkeypatch.setattr(wstore, "read_region", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    cache = train.ImageCache(max_bytes=10 * 66 * 112 * 2)  # ten images
+    ti, li = np.array([7, 2, 30]), np.zeros(3, dtype=int)
+    first = train.read_images_cached(store, ti, li, 60.0, cache)
+    again = train.read_images_cached(store, ti, li, 60.0, cache)
+    np.testing.assert_array_equal(first, train.read_images(store, ti, li, 60.0))
+    np.testing.assert_array_equal(again, first)
+    assert len(calls) == 2  # the first call, and read_images; the cached pass read nothing
+    more = train.read_images_cached(store, np.arange(40, 50), np.zeros(10, dtype=int), 60.0, cache)
+    assert more.shape == (10, 66, 112, 1) and cache.nbytes <= cache.max_bytes
+    assert cache.get((7, 0)) is None and cache.get((49, 0)) is not None  # least recently used went first
+
+
 def test_plan_splits_by_day_and_records_it(store, tmp_path):
     from wxdask.store import open_input
 
@@ -175,7 +193,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(store, tmp_path)
     from wxdask.store import open_input
 
     ds = open_input(store, ["refc", "status"], decode=False)
-    full = tiny_cfg(store, tmp_path / "full", epochs=3)
+    full = tiny_cfg(store, tmp_path / "full", epochs=3, lr_schedule="cosine")  # the schedule resumes too
     train.fit(store, full.train, train.plan_training(ds, full.model, full.train, store.url))
     want = wm.read_metadata(tmp_path / "full")["losses"]
 
@@ -184,7 +202,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(store, tmp_path)
             if epoch == 1:
                 raise Interrupt
 
-    cut = tiny_cfg(store, tmp_path / "cut", epochs=3)
+    cut = tiny_cfg(store, tmp_path / "cut", epochs=3, lr_schedule="cosine")
     with pytest.raises(Interrupt):
         train.fit(store, cut.train, train.plan_training(ds, cut.model, cut.train, store.url),
                   callbacks=[StopAfterSecondEpoch()])
@@ -201,7 +219,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(store, tmp_path)
     np.testing.assert_allclose(got["losses"]["val_loss"], want["val_loss"], rtol=1e-3)
 
     # more epochs later continue from the checkpoint, keeping the earlier losses
-    more = tiny_cfg(store, tmp_path / "cut", epochs=4)
+    more = tiny_cfg(store, tmp_path / "cut", epochs=4, lr_schedule="cosine")
     train.run(more, None)
     again = wm.read_metadata(tmp_path / "cut")
     assert again["epochs_done"] == 4

@@ -338,6 +338,13 @@ class TrainConfig:
         Seed for shuffling and weight initialisation.
     on_gpu_worker : bool
         Run training as a task on a worker with the ``GPU`` resource.
+    lr_schedule : {"constant", "cosine"}
+        ``cosine`` decays the learning rate to 5% of ``learning_rate`` over
+        ``epochs`` (fixed when training starts; a resumed run keeps it).
+    cache_mb : int
+        Memory for images already read (stored int16, least recently used
+        out first), shared by the training and held-out batches; 0 reads
+        every batch from the store. Bounds memory, never the archive size.
     """
 
     model_dir: str = "wxdask-model"
@@ -347,8 +354,14 @@ class TrainConfig:
     holdout_every: int = 5
     seed: int = 0
     on_gpu_worker: bool = False
+    lr_schedule: str = "constant"
+    cache_mb: int = 1024
 
     def __post_init__(self) -> None:
+        if isinstance(self.cache_mb, bool) or not isinstance(self.cache_mb, int) or self.cache_mb < 0:
+            raise ConfigError(f"train.cache_mb must be an int >= 0 (MiB), got {self.cache_mb!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ConfigError(f"train.lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         _positive_int("train.epochs", self.epochs)
         _positive_int("train.batch_size", self.batch_size)
         _positive_float("train.learning_rate", self.learning_rate)

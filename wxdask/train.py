@@ -26,6 +26,7 @@ import dataclasses
 import datetime as _dt
 import functools
 import logging
+import math
 import os
 import platform
 from dataclasses import dataclass
@@ -54,7 +55,10 @@ __all__ = [
     "split_slots",
     "batch_order",
     "slot_images",
+    "read_raw",
     "read_images",
+    "read_images_cached",
+    "ImageCache",
     "grid_name",
     "plan_training",
     "fit",
@@ -246,11 +250,11 @@ def _scale_block(block: np.ndarray, clip_max: float) -> np.ndarray:
     return wxmodel.scale_raw(block, clip_max)[..., None]
 
 
-def read_images(store_cfg: StoreConfig, time_index: np.ndarray, lead_index: np.ndarray, clip_max: float) -> np.ndarray:
-    """Read and scale the images of some slots now, in this thread (no cluster).
+def read_raw(store_cfg: StoreConfig, time_index: np.ndarray, lead_index: np.ndarray) -> np.ndarray:
+    """Read the stored images (int16, 1/16 dBZ) of some slots now, in this thread (no cluster).
 
     Reads straight from Zarr (:func:`wxdask.store.read_region`, one orthogonal
-    read per lead), which is about twice as fast as a dask graph per batch.
+    read per lead), about twice as fast as a dask graph per batch.
 
     Parameters
     ----------
@@ -258,13 +262,11 @@ def read_images(store_cfg: StoreConfig, time_index: np.ndarray, lead_index: np.n
         The store.
     time_index, lead_index : numpy.ndarray
         Positions of the slots.
-    clip_max : float
-        dBZ clip of the model's scaling.
 
     Returns
     -------
     numpy.ndarray
-        float32 ``(n, ny, nx, 1)``, in the order of the slots given.
+        int16 ``(n, ny, nx)``, in the order of the slots given.
     """
     from wxdask import store
 
@@ -272,17 +274,80 @@ def read_images(store_cfg: StoreConfig, time_index: np.ndarray, lead_index: np.n
     lead_index = np.asarray(lead_index, dtype=np.int64)
     leads = np.unique(lead_index)
     if leads.size == 1:
-        raw = store.read_region(store_cfg, "refc", (time_index, int(leads[0])))
-        return wxmodel.scale_raw(raw, clip_max)[..., None]
+        return np.asarray(store.read_region(store_cfg, "refc", (time_index, int(leads[0]))))
     out = None
     for lead in leads:
         sel = np.nonzero(lead_index == lead)[0]
-        part = wxmodel.scale_raw(store.read_region(store_cfg, "refc", (time_index[sel], int(lead))), clip_max)
+        part = store.read_region(store_cfg, "refc", (time_index[sel], int(lead)))
         if out is None:
-            out = np.empty((time_index.size, *part.shape[1:], 1), dtype=np.float32)
-        out[sel, ..., 0] = part
+            out = np.empty((time_index.size, *part.shape[1:]), dtype=part.dtype)
+        out[sel] = part
     assert out is not None
     return out
+
+
+def read_images(store_cfg: StoreConfig, time_index: np.ndarray, lead_index: np.ndarray, clip_max: float) -> np.ndarray:
+    """Read and scale the images of some slots: float32 ``(n, ny, nx, 1)``, in the order given."""
+    return wxmodel.scale_raw(read_raw(store_cfg, time_index, lead_index), clip_max)[..., None]
+
+
+class ImageCache:
+    """Stored images already read, by slot, least recently used out first, within ``max_bytes``.
+
+    Thread-safe (reader threads of a ``PyDataset`` share it).
+
+    Examples
+    --------
+    >>> c = ImageCache(max_bytes=2 * 8)
+    >>> c.put((0, 0), np.zeros(4, np.int16)); c.put((1, 0), np.ones(4, np.int16))
+    >>> c.put((2, 0), np.ones(4, np.int16))      # evicts (0, 0)
+    >>> c.get((0, 0)) is None, c.get((2, 0)).tolist(), c.nbytes
+    (True, [1, 1, 1, 1], 16)
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        import collections
+        import threading
+
+        self.max_bytes = int(max_bytes)
+        self.nbytes = 0
+        self._items: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[int, int]) -> np.ndarray | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: tuple[int, int], value: np.ndarray) -> None:
+        if value.nbytes > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = value
+            self.nbytes += value.nbytes
+            while self.nbytes > self.max_bytes:
+                _, old = self._items.popitem(last=False)
+                self.nbytes -= old.nbytes
+
+
+def read_images_cached(store_cfg: StoreConfig, time_index: np.ndarray, lead_index: np.ndarray, clip_max: float,
+                       cache: ImageCache | None) -> np.ndarray:
+    """:func:`read_images`, taking what it can from ``cache`` and caching what it reads."""
+    if cache is None or cache.max_bytes == 0:
+        return read_images(store_cfg, time_index, lead_index, clip_max)
+    keys = list(zip(np.asarray(time_index).tolist(), np.asarray(lead_index).tolist()))
+    got = [cache.get(k) for k in keys]
+    missing = [i for i, g in enumerate(got) if g is None]
+    if missing:
+        raw = read_raw(store_cfg, np.asarray(time_index)[missing], np.asarray(lead_index)[missing])
+        for j, i in enumerate(missing):
+            got[i] = raw[j]
+            cache.put(keys[i], raw[j])
+    return wxmodel.scale_raw(np.stack(got), clip_max)[..., None]
 
 
 # ----------------------------------------------------------------------------- plan
@@ -475,9 +540,11 @@ def _keras_classes() -> tuple[type, type, type]:
         """Batches ``(x, x)`` of scaled images read from the store, shuffled by ``(seed, epoch)``."""
 
         def __init__(self, store_cfg: StoreConfig, slots: tuple[np.ndarray, np.ndarray], batch_size: int,
-                     clip_max: float, seed: int, shuffle: bool, **kwargs: Any) -> None:
+                     clip_max: float, seed: int, shuffle: bool, cache: ImageCache | None = None,
+                     **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.store_cfg = store_cfg
+            self.cache = cache
             self.time_index, self.lead_index = (np.asarray(s) for s in slots)
             self.batch_size = int(batch_size)
             self.clip_max = float(clip_max)
@@ -496,7 +563,8 @@ def _keras_classes() -> tuple[type, type, type]:
 
         def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
             idx = self._batches[i]
-            x = read_images(self.store_cfg, self.time_index[idx], self.lead_index[idx], self.clip_max)
+            x = read_images_cached(self.store_cfg, self.time_index[idx], self.lead_index[idx], self.clip_max,
+                                   self.cache)
             return x, x
 
     class EpochSetter(keras.callbacks.Callback):
@@ -544,7 +612,8 @@ def make_datasets(store_cfg: StoreConfig, plan: TrainPlan, train_cfg: TrainConfi
     """The training (shuffled) and held-out (in order) ``PyDataset`` of a plan.
 
     ``workers=None`` picks 1 under the tensorflow backend (tf.data prefetches)
-    and 2 reader threads under other backends.
+    and 2 reader threads under other backends. Both share one
+    :class:`ImageCache` of ``train.cache_mb``.
     """
     keras = wxmodel._keras()
     StoreBatches = _keras_classes()[0]
@@ -552,15 +621,21 @@ def make_datasets(store_cfg: StoreConfig, plan: TrainPlan, train_cfg: TrainConfi
         workers = 1 if keras.backend.backend() == "tensorflow" else 2
     kw = {"workers": workers, "use_multiprocessing": False, "max_queue_size": 8}
     clip = plan.model.clip_max
-    train_ds = StoreBatches(store_cfg, plan.train_slots, train_cfg.batch_size, clip, train_cfg.seed, True, **kw)
-    held_ds = StoreBatches(store_cfg, plan.heldout_slots, train_cfg.batch_size, clip, train_cfg.seed, False, **kw)
+    cache = ImageCache(train_cfg.cache_mb * 2**20) if train_cfg.cache_mb else None
+    train_ds = StoreBatches(store_cfg, plan.train_slots, train_cfg.batch_size, clip, train_cfg.seed, True,
+                            cache=cache, **kw)
+    held_ds = StoreBatches(store_cfg, plan.heldout_slots, train_cfg.batch_size, clip, train_cfg.seed, False,
+                           cache=cache, **kw)
     return train_ds, held_ds
 
 
-def compile_model(model: Any, learning_rate: float) -> None:
-    """Adam + LogCosh, as the seed."""
+def compile_model(model: Any, learning_rate: float, *, schedule: str = "constant", total_steps: int = 0) -> None:
+    """Adam + LogCosh, as the seed; optionally a cosine decay of the rate over ``total_steps``."""
     keras = wxmodel._keras()
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=keras.losses.LogCosh())
+    lr: Any = learning_rate
+    if schedule == "cosine" and total_steps > 0:
+        lr = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total_steps, alpha=0.05)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=keras.losses.LogCosh())
 
 
 def _versions() -> dict:
@@ -624,7 +699,8 @@ def fit(store_cfg: StoreConfig, train_cfg: TrainConfig, plan: TrainPlan, *,
     else:
         keras.utils.set_random_seed(train_cfg.seed)
         model = wxmodel.build_autoencoder(plan.model, plan.grid_shape)
-        compile_model(model, train_cfg.learning_rate)
+        steps = train_cfg.epochs * math.ceil(plan.split["n_train"] / train_cfg.batch_size)
+        compile_model(model, train_cfg.learning_rate, schedule=train_cfg.lr_schedule, total_steps=steps)
         initial_epoch = 0
         record = {"fingerprint": fingerprint, "split": plan.split, "epochs_done": 0,
                   "losses": {"loss": [], "val_loss": []}}
