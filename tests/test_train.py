@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from wxdask import evaluate
 from wxdask import model as wm
 from wxdask import train
-from wxdask.config import Config, ModelConfig, StoreConfig
+from wxdask.config import Config, StoreConfig
 from wxdask.errors import ClusterError, ModelError, StoreLayoutError
 
 keras = pytest.importorskip("keras")
@@ -280,8 +281,14 @@ def test_trains_as_a_task_on_the_gpu_worker(store, tmp_path):
         cluster.sync(cluster._correct_state)
         client.wait_for_workers(2)
         gpu = [a for a, w in client.scheduler_info(n_workers=-1)["workers"].items() if w.get("resources", {}).get("GPU")]
+        cfg = tiny_cfg(store, tmp_path / "m", on_gpu_worker=True, epochs=1)
         with get_task_stream(client) as ts:
-            text = train.run(tiny_cfg(store, tmp_path / "m", on_gpu_worker=True, epochs=1), client)
+            text = train.run(cfg, client)
         ran = [t["worker"] for t in ts.data if str(t["key"]).startswith("wxdask-train")]
-    assert ran == gpu
+        with get_task_stream(client) as ts:  # evaluation: the autoencoder on the GPU worker, PCA on the cluster
+            evaluate.run(cfg.replace(evaluate={"n_examples": 1}), client)
+        scored = [t["worker"] for t in ts.data if str(t["key"]).startswith("autoencoder_stats")]
+        others = {t["worker"] for t in ts.data} - set(gpu)
+    assert ran == gpu and scored == gpu and others
     assert "trained 1 epochs" in text and (tmp_path / "m" / wm.MODEL_FILE).exists()
+    assert "evaluation" in wm.read_metadata(tmp_path / "m")
