@@ -286,3 +286,22 @@ def test_store_is_read_by_plain_xarray(reference):
     assert set(ds.data_vars) >= {"refc", "status", "grib_bytes", "lambert_conformal"}
     assert ds.refc.chunks[2:] == ((ds.sizes["y"],), (ds.sizes["x"],))
     assert store.open_store(Config().store.__class__(url=str(reference[0]))).sizes["time"] == 12
+
+
+@pytest.mark.network
+def test_real_archive_one_hour(tmp_path):
+    """The real bucket, anonymously: one analysis of 2022-10-14T01 (opt in with --run-network)."""
+    from wxdask.grid import HRRR
+
+    cfg = Config.from_dict({
+        "store": {"url": str(tmp_path / "real.zarr")},
+        "ingest": {"start": "2022-10-14T01", "end": "2022-10-14T02", "leads": [0, 1]},
+        "dask": {"progress": False},
+    })
+    ingest.run(cfg, None)
+    ds = _load(tmp_path / "real.zarr")
+    assert (ds.status == STATUS["ok"]).all()
+    assert ds.refc.shape[2:] == HRRR.shape
+    assert float(ds.refc.min()) == -10.0 and 40 < float(ds.refc.max()) < 90
+    assert 0.5 < float((ds.refc == -10).mean()) < 0.99
+    assert ds.latitude[0].mean() < ds.latitude[-1].mean()
