@@ -372,6 +372,37 @@ def test_scheduler_lost_mid_ingest_then_a_rerun_resumes(tmp_path, endpoint, refe
     assert "Dask Performance Report" in html and "ingest" in html
 
 
+def _one_by_one(marker: Path) -> Callable:
+    """A stage that collects its results one by one, as embed and decode do (``as_completed``).
+
+    Its fifth task creates ``marker``: then some tasks are done and most (200 x 0.2 s on 2
+    threads) still to run.
+    """
+    def stage(cfg: Config, client) -> list:
+        from distributed import as_completed
+
+        futures = [client.submit(time.sleep, 0.2, pure=False) for _ in range(4)]
+        futures.append(client.submit(marker.touch, pure=False))
+        futures += [client.submit(time.sleep, 0.2, pure=False) for _ in range(195)]
+        return [future.result() for future in as_completed(futures)]
+
+    return stage
+
+
+def test_scheduler_lost_while_results_come_one_by_one(tmp_path):
+    from wxdask.cli import run_stage
+    from wxdask.errors import ClusterError
+
+    marker = tmp_path / "started"
+    with DaskProcesses(tmp_path) as cluster, ThreadPoolExecutor(1) as pool:
+        cfg = Config.from_dict({"dask": {"scheduler": cluster.address, "progress": False}})
+        run = pool.submit(run_stage, _one_by_one(marker), cfg)
+        _wait_until(marker.exists, "the stage's tasks running", lambda: not run.done())
+        cluster.kill("scheduler")
+        with pytest.raises(ClusterError, match=f"lost the Dask scheduler at '{cluster.address}'"):
+            run.result(timeout=WAIT)
+
+
 # ----------------------------------------------------------------------------- wxdask run, killed and rerun
 
 EPOCHS = 6

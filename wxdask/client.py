@@ -6,13 +6,13 @@ own a GPU advertise the ``GPU`` resource and run one thread.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import sys
 from typing import Any, Iterator
 
 from distributed import Client, LocalCluster, Nanny, performance_report, progress, wait
-from distributed.client import FuturesCancelledError
 from distributed.comm.core import CommClosedError
 
 from wxdask.config import DaskConfig
@@ -167,7 +167,8 @@ def scheduler_guard(client: Client) -> Iterator[None]:
     """Turn the loss of the scheduler during a block into one :class:`ClusterError` naming its address.
 
     When the scheduler dies or its network goes, distributed cancels the
-    client's futures (``FuturesCancelledError``) or fails a call with
+    client's futures (``FuturesCancelledError`` from ``wait``/``gather``,
+    ``FutureCancelledError`` from ``Future.result``) or fails a call with
     ``CommClosedError``/``OSError``/``TimeoutError``. If the client is then no
     longer connected, the error becomes a ClusterError that names the address
     and says that a rerun resumes; any other error (a task's own ``OSError``,
@@ -183,7 +184,7 @@ def scheduler_guard(client: Client) -> Iterator[None]:
         yield
     except WxdaskError:
         raise
-    except (FuturesCancelledError, CommClosedError, OSError, TimeoutError) as exc:
+    except (concurrent.futures.CancelledError, CommClosedError, OSError, TimeoutError) as exc:
         if not _scheduler_lost(client):
             raise
         logger.debug("scheduler lost", exc_info=True)
