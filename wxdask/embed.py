@@ -1,6 +1,6 @@
 """Embedding: every image in the store to its ``n_latent``-number embedding, on GPU workers.
 
-Core (pure numpy): :func:`scale_raw_block`, :func:`embed_block`, :func:`todo_block`,
+Core (pure numpy): :func:`embed_block`, :func:`todo_block`,
 :func:`chunk_spans`.
 Lazy wrapper: :func:`embed`, one Dask task per chunk of the ``embedding`` variable
 (whole images, ``embed.images_per_task`` of them along ``time``), annotated for
@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Protocol, runtime_checkable
 import numpy as np
 
 from wxdask.errors import ModelError, StoreLayoutError
+from wxdask.model import scale_raw
 
 if TYPE_CHECKING:  # pragma: no cover
     import xarray as xr
@@ -50,7 +51,6 @@ __all__ = [
     "KerasModelSource",
     "KerasRawEncoder",
     "GPU_MEMORY_ENV",
-    "scale_raw_block",
     "embed_block",
     "todo_block",
     "chunk_spans",
@@ -115,37 +115,6 @@ class ModelSource(Protocol):
 # ----------------------------------------------------------------------------- core (pure)
 
 
-def scale_raw_block(x: np.ndarray, clip_max: float = 60.0) -> np.ndarray:
-    """Scale stored ``refc`` (int16, 1/16 dBZ) to the model input, in numpy.
-
-    The host-side reference of what :class:`KerasRawEncoder` does on the device:
-    ``clip(x / 16, 0, clip_max) / clip_max`` in float32 (the fill value
-    -32768 becomes 0).
-
-    Parameters
-    ----------
-    x : numpy.ndarray
-        int16 images, any shape.
-    clip_max : float
-        Upper clip in dBZ.
-
-    Returns
-    -------
-    numpy.ndarray
-        float32 in ``[0, 1]``, same shape.
-
-    Examples
-    --------
-    >>> scale_raw_block(np.array([-32768, -160, 0, 480, 1200], dtype=np.int16))
-    array([0. , 0. , 0. , 0.5, 1. ], dtype=float32)
-    """
-    out = np.asarray(x).astype(np.float32)
-    out *= np.float32(RAW_SCALE)
-    np.clip(out, np.float32(0.0), np.float32(clip_max), out=out)
-    out /= np.float32(clip_max)
-    return out
-
-
 def embed_block(x: np.ndarray, encoder: Predictor, *, batch_size: int) -> np.ndarray:
     """Encode stored images to embeddings, ``batch_size`` images per encoder call.
 
@@ -169,7 +138,7 @@ def embed_block(x: np.ndarray, encoder: Predictor, *, batch_size: int) -> np.nda
     --------
     >>> class Mean:
     ...     def predict(self, x):
-    ...         return scale_raw_block(x).mean(axis=(1, 2))[:, None]
+    ...         return scale_raw(x).mean(axis=(1, 2))[:, None]
     >>> x = np.full((5, 2, 3), 480, dtype=np.int16)
     >>> embed_block(x, Mean(), batch_size=2)[:, 0]
     array([0.5, 0.5, 0.5, 0.5, 0.5], dtype=float32)

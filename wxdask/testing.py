@@ -306,7 +306,7 @@ class _HostScaledEncoder:
         self.clip_max = clip_max
 
     def predict(self, x: Any) -> Any:
-        from wxdask.embed import scale_raw_block
+        from wxdask.model import scale_raw
 
-        return self.encoder.predict(scale_raw_block(x, self.clip_max)[..., None])
+        return self.encoder.predict(scale_raw(x, self.clip_max)[..., None])
 
