@@ -5,10 +5,6 @@ overrides), gets a Dask client, calls ``<stage>.run(cfg, client)`` and echoes
 where the result went. A :class:`~wxdask.errors.WxdaskError` becomes one red
 line on stderr and exit status 1; anything else keeps its traceback.
 Heavy imports stay inside the commands.
-
-Several people add commands here at once: add yours with a small targeted edit
-(re-read the file first), never rewrite this file whole. Commit only your own
-paths (`git add <paths>`), never `git add -A` or `git commit -a`; see HELPERS.md.
 """
 
 from __future__ import annotations
