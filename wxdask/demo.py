@@ -52,7 +52,7 @@ def run(out: str | Path = "wxdask-demo", *, days: int = 14, seed: int = 0, n_wor
         Workers of the LocalCluster.
     """
     from wxdask import pipeline, synth
-    from wxdask.client import make_client
+    from wxdask.client import close_client, make_client
     from wxdask.s3local import LocalS3
 
     out = Path(out).resolve()
@@ -80,10 +80,7 @@ def run(out: str | Path = "wxdask-demo", *, days: int = 14, seed: int = 0, n_wor
             report.append("\n== pictures and tables")
             report += _extras(cfg, client, times, regimes, out)
         finally:
-            cluster = client.cluster
-            client.close()
-            if cluster is not None:
-                cluster.close()
+            close_client(client)
     report.append(f"\nstore: {cfg.store.url}  (xarray.open_zarr({cfg.store.url!r}))")
     report.append(f"model: {cfg.train.model_dir}")
     return "\n".join(report)
