@@ -210,6 +210,10 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(store, tmp_path)
     ckpt = json.loads((tmp_path / "cut" / train.CHECKPOINT_META).read_text())
     assert ckpt["epochs_done"] == 2 and len(ckpt["losses"]["loss"]) == 2
     assert not (tmp_path / "cut" / wm.MODEL_FILE).exists()
+    # a kill after the next epoch's model file but before its checkpoint.json: that file is not used
+    saved = tmp_path / "cut" / ckpt["checkpoint_file"]
+    assert [p.name for p in (tmp_path / "cut").glob("checkpoint-*.keras")] == [saved.name]
+    (tmp_path / "cut" / train.CHECKPOINT_FILE.format(epoch=3)).write_bytes(b"half-written")
 
     plan = train.plan_training(ds, cut.model, cut.train, store.url)
     assert plan.resume

@@ -16,7 +16,7 @@ tensorflow, jax and torch backends with the default ``safe_mode``.
 
 A model directory holds ``model.keras`` (the trained model),
 ``metadata.json`` (config, grid, scaling, split, losses, versions, hash and,
-after evaluation, held-out scores) and, while training, ``checkpoint.keras``
+after evaluation, held-out scores) and, while training, ``checkpoint-<epoch>.keras``
 with ``checkpoint.json``.
 """
 
@@ -344,7 +344,7 @@ def load_model(model_dir: str | os.PathLike, *, compile: bool = False, filename:
     compile : bool
         Restore the optimizer and loss too (for resuming training).
     filename : str
-        File within the directory (``checkpoint.keras`` when resuming).
+        File within the directory (a ``checkpoint-<epoch>.keras`` when resuming).
 
     Raises
     ------

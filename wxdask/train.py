@@ -67,7 +67,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FILE = "checkpoint.keras"
+CHECKPOINT_FILE = "checkpoint-{epoch}.keras"
 CHECKPOINT_META = "checkpoint.json"
 #: Format of metadata.json written here.
 METADATA_FORMAT = 1
@@ -579,7 +579,7 @@ def _keras_classes() -> tuple[type, type, type]:
                 d.set_epoch(epoch)
 
     class Checkpointer(keras.callbacks.Callback):
-        """Save ``checkpoint.keras`` (with optimizer state) and ``checkpoint.json`` after every epoch."""
+        """Save ``checkpoint-<epoch>.keras`` (with optimizer state), then ``checkpoint.json``, after every epoch."""
 
         def __init__(self, model_dir: Path, record: dict, epochs: int) -> None:
             super().__init__()
@@ -593,8 +593,15 @@ def _keras_classes() -> tuple[type, type, type]:
             losses["loss"].append(float(logs["loss"]))
             losses["val_loss"].append(float(logs["val_loss"]) if "val_loss" in logs else None)
             self.record["epochs_done"] = epoch + 1
-            _save_model(self.model, self.model_dir / CHECKPOINT_FILE)
+            # checkpoint.json is the commit mark: it names the model file of its own epoch, so
+            # a run killed between the two writes resumes from a consistent pair
+            name = CHECKPOINT_FILE.format(epoch=epoch + 1)
+            _save_model(self.model, self.model_dir / name)
+            self.record["checkpoint_file"] = name
             wxmodel.write_metadata(self.model_dir, self.record, CHECKPOINT_META)
+            for stale in self.model_dir.glob(CHECKPOINT_FILE.format(epoch="*")):
+                if stale.name != name:
+                    stale.unlink()
             logger.info("epoch %d/%d: loss %.6f, held-out loss %s", epoch + 1, self.epochs, losses["loss"][-1],
                         "n/a" if losses["val_loss"][-1] is None else f"{losses['val_loss'][-1]:.6f}")
 
@@ -665,8 +672,9 @@ def fit(store_cfg: StoreConfig, train_cfg: TrainConfig, plan: TrainPlan, *,
     """Train (or resume training) and write ``model.keras`` and ``metadata.json``.
 
     Runs where it is called: in this process, or as a task on a GPU worker.
-    After every epoch the model and optimizer state go to ``checkpoint.keras``
-    and the losses so far to ``checkpoint.json``; a rerun resumes from there.
+    After every epoch the model and optimizer state go to ``checkpoint-<epoch>.keras``
+    and then the losses so far, naming that file, to ``checkpoint.json``; a rerun
+    resumes from there.
 
     Parameters
     ----------
@@ -691,9 +699,9 @@ def fit(store_cfg: StoreConfig, train_cfg: TrainConfig, plan: TrainPlan, *,
     model_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = _fingerprint(plan.grid, plan.grid_shape, plan.model, train_cfg.holdout_every)
 
-    if plan.resume and (model_dir / CHECKPOINT_FILE).exists():
+    if plan.resume and (model_dir / CHECKPOINT_META).exists():
         record = wxmodel.read_metadata(model_dir, CHECKPOINT_META)
-        model = wxmodel.load_model(model_dir, compile=True, filename=CHECKPOINT_FILE)
+        model = wxmodel.load_model(model_dir, compile=True, filename=record["checkpoint_file"])
         initial_epoch = int(record["epochs_done"])
         logger.info("resuming %s from epoch %d", model_dir, initial_epoch)
     else:
