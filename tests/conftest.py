@@ -26,3 +26,13 @@ def local_s3():
 
     with LocalS3() as s3:
         yield s3
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A LocalCluster of two single-thread workers in this process (modules may override it)."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as c:
+        yield c

@@ -8,20 +8,12 @@ import numpy as np
 import pytest
 import xarray as xr
 from click.testing import CliRunner
-from distributed import Client, LocalCluster
 
 from wxdask import interpolate, store
 from wxdask.config import Config
 from wxdask.interpolate import neighbour_mask, ratio_summary, residual_block
 
 T0 = np.datetime64("2019-09-20T00", "h")
-
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
-        with Client(cluster) as c:
-            yield c
 
 
 def hand_residuals(e: np.ndarray, hours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import xarray as xr
 from click.testing import CliRunner
-from distributed import Client, LocalCluster
 from sklearn.cluster import KMeans as SKMeans
 from sklearn.metrics import adjusted_rand_score
 
@@ -17,13 +16,6 @@ from wxdask.errors import ConfigError
 from wxdask.kmeans import assign_block, count_by_month, inertia_block, lloyd_block
 
 T0 = np.datetime64("2019-01-01T00", "h")
-
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
-        with Client(cluster) as c:
-            yield c
 
 
 def blobs(n: int, k: int = 4, d: int = 6, seed: int = 0, spread: float = 8.0) -> tuple[np.ndarray, np.ndarray]:

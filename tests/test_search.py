@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import xarray as xr
 from click.testing import CliRunner
-from distributed import Client, LocalCluster
 
 from wxdask import search, store
 from wxdask.config import Config, SearchConfig
@@ -76,13 +75,6 @@ def make_store(path, e: np.ndarray, times: np.ndarray, leads=None, refc: np.ndar
         ds = ds.assign_coords(latitude=(("y", "x"), lat), longitude=(("y", "x"), lon))
     ds.chunk({"time": chunk}).to_zarr(str(path), zarr_format=3, consolidated=False)
     return Config.from_dict({"store": {"url": str(path)}, "dask": {"progress": False}})
-
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
-        with Client(cluster) as c:
-            yield c
 
 
 # ----------------------------------------------------------------------------- knn_block
