@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -337,8 +338,6 @@ class Source:
         root = self.root.rstrip("/")
         if root.startswith("s3://"):
             return f"{root[5:]}/{key}"
-        import os
-
         bucket_dir = os.path.join(root, "noaa-hrrr-bdp-pds")
         return os.path.join(bucket_dir if os.path.isdir(bucket_dir) else root, key)
 
@@ -355,8 +354,8 @@ def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, OSError)
 
 
-def _read(source: Source, fs: Any, path: str, start: int | None = None, end: int | None = None) -> bytes:
-    """``fs.cat_file`` with retries and exponential backoff for transient failures.
+def _retry(source: Source, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call ``func`` with retries and exponential backoff for transient failures.
 
     Raises
     ------
@@ -369,19 +368,24 @@ def _read(source: Source, fs: Any, path: str, start: int | None = None, end: int
     delay = source.backoff
     for attempt in range(1, source.retries + 1):
         try:
-            if start is None:
-                return fs.cat_file(path)
-            return fs.cat_file(path, start=start, end=end)
+            return func(*args, **kwargs)
         except FileNotFoundError:
             raise
         except Exception as exc:  # noqa: BLE001 - classified below
             if not _is_transient(exc) or attempt == source.retries:
-                raise SourceError(f"reading {path!r} failed after {attempt} attempt(s): {type(exc).__name__}: {exc}") from exc
-            logger.warning("transient error reading %s (attempt %d/%d): %s; retrying in %.1fs",
-                           path, attempt, source.retries, exc, delay)
+                raise SourceError(f"{what} failed after {attempt} attempt(s): {type(exc).__name__}: {exc}") from exc
+            logger.warning("transient error (%s, attempt %d/%d): %s; retrying in %.1fs",
+                           what, attempt, source.retries, exc, delay)
             time.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _read(source: Source, fs: Any, path: str, start: int | None = None, end: int | None = None) -> bytes:
+    """``fs.cat_file`` (a byte range when ``start`` is given, ``end`` exclusive) with retries."""
+    if start is None:
+        return _retry(source, f"reading {path!r}", fs.cat_file, path)
+    return _retry(source, f"reading {path!r}", fs.cat_file, path, start=start, end=end)
 
 
 def fetch_refc(source: Source, init_time: np.datetime64, lead: int) -> tuple[bytes, IdxEntry, int]:
@@ -409,7 +413,8 @@ def fetch_refc(source: Source, init_time: np.datetime64, lead: int) -> tuple[byt
     try:
         idx = _read(source, fs, source.path(key + ".idx"))
     except FileNotFoundError:
-        reason = "missing_idx" if fs.exists(source.path(key)) else "absent"
+        exists = _retry(source, f"looking for {key!r}", fs.exists, source.path(key))
+        reason = "missing_idx" if exists else "absent"
         err = SourceNotFoundError(f"{key}: " + ("GRIB file has no .idx sidecar" if reason == "missing_idx" else "not in the archive"))
         err.reason = reason  # type: ignore[attr-defined]
         raise err from None
