@@ -28,11 +28,21 @@ def local_s3():
         yield s3
 
 
+def _local_client(processes: bool):
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=processes,
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as c:
+        yield c
+
+
 @pytest.fixture(scope="module")
 def client():
     """A LocalCluster of two single-thread workers in this process (modules may override it)."""
-    from distributed import Client, LocalCluster
+    yield from _local_client(processes=False)
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
-            Client(cluster) as c:
-        yield c
+
+@pytest.fixture(scope="module")
+def process_client():
+    """A LocalCluster of two single-thread worker processes (for kills, and real process boundaries)."""
+    yield from _local_client(processes=True)

@@ -91,12 +91,13 @@ def reference(tmp_path_factory, endpoint):
 
 
 @pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
+def client(process_client):
+    return process_client
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0") as cluster, \
-            Client(cluster) as c:
-        yield c
+
+@pytest.fixture(scope="module")
+def client(process_client):
+    return process_client
 
 
 def _load(path, **kw) -> xr.Dataset:

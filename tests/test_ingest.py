@@ -53,12 +53,8 @@ def endpoint(local_s3, archive):
 
 
 @pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            Client(cluster) as c:
-        yield c
+def client(process_client):
+    return process_client
 
 
 def _cfg(store_url, endpoint_url, start=START, end=END, leads=LEADS, **ingest_kw):
