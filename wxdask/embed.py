@@ -272,22 +272,23 @@ def get_model(source: ModelSource, model_hash: str) -> Any:
         return model
 
 
-def get_encoder(source: ModelSource, model_hash: str, *, batch_size: int) -> Predictor:
-    """The raw-image encoder of ``source``, built once per process (see :func:`get_model`)."""
-    key = ("encoder", *_source_key(source, model_hash), batch_size)
+def _get_part(kind: str, source: ModelSource, model_hash: str, batch_size: int) -> Predictor:
+    """``source.encoder`` or ``source.decoder`` of the cached model, built once per process."""
+    key = (kind, *_source_key(source, model_hash), batch_size)
     with _CACHE_LOCK:
         if key not in _CACHE:
-            _CACHE[key] = source.encoder(get_model(source, model_hash), batch_size=batch_size)
+            _CACHE[key] = getattr(source, kind)(get_model(source, model_hash), batch_size=batch_size)
         return _CACHE[key]
+
+
+def get_encoder(source: ModelSource, model_hash: str, *, batch_size: int) -> Predictor:
+    """The raw-image encoder of ``source``, built once per process (see :func:`get_model`)."""
+    return _get_part("encoder", source, model_hash, batch_size)
 
 
 def get_decoder(source: ModelSource, model_hash: str, *, batch_size: int) -> Predictor:
     """The decoder of ``source``, built once per process (see :func:`get_model`)."""
-    key = ("decoder", *_source_key(source, model_hash), batch_size)
-    with _CACHE_LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = source.decoder(get_model(source, model_hash), batch_size=batch_size)
-        return _CACHE[key]
+    return _get_part("decoder", source, model_hash, batch_size)
 
 
 def _metadata_value(meta: dict, *names: str) -> Any:
