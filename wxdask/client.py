@@ -10,6 +10,7 @@ import concurrent.futures
 import contextlib
 import logging
 import sys
+import time
 from typing import Any, Iterator
 
 from distributed import Client, LocalCluster, Nanny, performance_report, progress, wait
@@ -157,9 +158,18 @@ def monitored(cfg: DaskConfig, client: Client | None = None) -> Iterator[None]:
     logger.info("performance report written to %s", cfg.performance_report)
 
 
-def _scheduler_lost(client: Client) -> bool:
-    """Whether ``client`` has lost its scheduler (reconnecting or given up)."""
-    return client.status != "running"
+def _scheduler_lost(client: Client, wait: float = 0.0) -> bool:
+    """Whether ``client`` has lost its scheduler (reconnecting or given up).
+
+    A comm error can reach the caller before the client itself notices the
+    loss; ``wait`` seconds give it time to, before answering no.
+    """
+    deadline = time.monotonic() + wait
+    while client.status == "running":
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 @contextlib.contextmanager
@@ -185,7 +195,7 @@ def scheduler_guard(client: Client) -> Iterator[None]:
     except WxdaskError:
         raise
     except (concurrent.futures.CancelledError, CommClosedError, OSError, TimeoutError) as exc:
-        if not _scheduler_lost(client):
+        if not _scheduler_lost(client, wait=5.0):
             raise
         logger.debug("scheduler lost", exc_info=True)
         raise ClusterError(
