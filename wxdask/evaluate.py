@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from wxdask import model as wxmodel
+from wxdask import store as wxstore
 from wxdask import train as wxtrain
 from wxdask.config import Config, StoreConfig
 from wxdask.errors import ConfigError, ModelError, StoreLayoutError
@@ -320,7 +321,9 @@ def autoencoder_stats(store_cfg: StoreConfig, model_dir: str, slots: tuple[np.nd
         ``stats`` (summed :func:`score_stats`), ``examples`` (indices into the
         slots), ``truth`` and ``recon`` (dBZ of the examples, ``(k, ny, nx)``).
     """
-    model = wxmodel.load_model(model_dir)
+    from wxdask.models import get_model
+
+    model = get_model(wxmodel.ModelDir(str(model_dir)), wxmodel.model_hash(model_dir))
     ti, li = (np.asarray(s) for s in slots)
     total = np.zeros(len(_stat_names(tuple(thresholds))))
     echo = np.zeros(ti.size)
@@ -376,7 +379,7 @@ def _slots_on_days(ds: Any, days: list[str]) -> tuple[np.ndarray, np.ndarray]:
     status = np.asarray(ds["status"].values)
     vd = wxtrain.valid_days(times, leads)
     want = np.isin(vd, np.array(days, dtype="datetime64[D]"))
-    ti, li = np.nonzero((status == wxtrain.ok_code(ds["status"].attrs)) & want)
+    ti, li = np.nonzero((status == wxstore.ok_code(ds["status"].attrs)) & want)
     return ti.astype(np.int64), li.astype(np.int64)
 
 
