@@ -356,8 +356,21 @@ def slot_matrix(emb: xr.DataArray, cfg: KMeansConfig) -> da.Array:
     return rows.astype(np.float32)
 
 
-def regimes(emb: xr.DataArray, centers: np.ndarray, cfg: KMeansConfig) -> xr.Dataset:
+def regimes(emb: xr.DataArray, centers: np.ndarray, cfg: KMeansConfig, *, x: da.Array | None = None) -> xr.Dataset:
     """Lazy cluster of every slot for given centroids.
+
+    Parameters
+    ----------
+    emb : xarray.DataArray
+        ``embedding(time, lead_time, latent)``.
+    centers : numpy.ndarray
+        ``(k, n_latent)`` centroids.
+    cfg : KMeansConfig
+        ``lead`` and ``block_size``.
+    x : dask.array.Array, optional
+        :func:`slot_matrix` of ``emb`` already built (and persisted) by the
+        caller; building it again would submit its keys a second time in
+        another graph.
 
     Returns
     -------
@@ -373,7 +386,7 @@ def regimes(emb: xr.DataArray, centers: np.ndarray, cfg: KMeansConfig) -> xr.Dat
 
     centers = np.asarray(centers, dtype=np.float64)
     sub = _select(emb, cfg.lead)
-    x = slot_matrix(emb, cfg)
+    x = slot_matrix(emb, cfg) if x is None else x
     labels = da.map_blocks(lambda b: assign_block(b, centers)[0], x, drop_axis=1, dtype=np.int32)
     sqdist = da.map_blocks(lambda b: assign_block(b, centers)[1], x, drop_axis=1, dtype=np.float64)
     nt, nl = sub.shape[:2]
@@ -646,7 +659,10 @@ def run(cfg: Config, client: Client | None, *, decoder: Predictor | None = None)
     kcfg = cfg.kmeans
     ds = store.open_input(cfg.store, ["embedding"])
     emb = ds["embedding"]
+    # built and persisted once: every later graph (fit, labels) starts from these keys, so none of the
+    # matrix's own keys is submitted again in a differently optimized graph (distributed's run_spec warning)
     x_all = slot_matrix(emb, kcfg)
+    x_all = client.persist(x_all) if client is not None else x_all.persist()
     (valid,) = compute(client, [da.isfinite(x_all).all(axis=1)], scheduler=None)
     rows = np.flatnonzero(valid)
     if rows.size < kcfg.k:
@@ -655,7 +671,7 @@ def run(cfg: Config, client: Client | None, *, decoder: Predictor | None = None)
     x = client.persist(x) if client is not None else x.persist()
     result = fit(x, kcfg, client, engine=kcfg.engine)
     del x
-    out = regimes(emb, result.centers, kcfg)
+    out = regimes(emb, result.centers, kcfg, x=x_all)
     (labels, sqdist) = compute(client, [out["cluster"].data, out["cluster_sqdist"].data], scheduler=None)
     # number the clusters by decreasing size
     order = size_order(labels, kcfg.k)

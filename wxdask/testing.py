@@ -20,7 +20,7 @@ from typing import Any, Iterable
 from wxdask.config import Config, StoreConfig
 
 __all__ = ["make_refc_store", "FlakyProxy", "FakeEncoder", "FakeDecoder", "FakeModelSource", "HostScaledEncoder",
-           "save_fake_model"]
+           "save_fake_model", "save_model_dir_stub"]
 
 logger = logging.getLogger(__name__)
 
@@ -271,6 +271,28 @@ def save_fake_model(model_dir: str | Path, grid_shape: tuple[int, int], n_latent
     meta = {"hash": digest, "grid": [ny, nx], "n_latent": n_latent, "clip_max": clip_max}
     (path / "fake_metadata.json").write_text(json.dumps(meta))
     return FakeModelSource(str(path))
+
+
+def save_model_dir_stub(model_dir: str | Path, grid_shape: tuple[int, int], n_latent: int = 8,
+                        content: bytes = b"not a keras model") -> str:
+    """Write a model directory that :class:`wxdask.model.ModelDir` reads the metadata of, but cannot load.
+
+    Its hash is that of ``content``: enough to test which model a stage picks
+    and that a model of another hash is refused before anything is loaded.
+
+    Returns
+    -------
+    str
+        The directory.
+    """
+    from wxdask import model as wm
+
+    path = Path(model_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / wm.MODEL_FILE).write_bytes(content)
+    wm.write_metadata(path, {"grid": {"name": "stub", "shape": list(grid_shape)},
+                             "model": {"n_latent": n_latent, "clip_max": 60.0}, "hash": wm.model_hash(path)})
+    return str(path)
 
 
 @dataclass(frozen=True)
