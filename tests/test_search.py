@@ -354,3 +354,66 @@ def test_image_query_from_a_grib_file(tmp_path, client):
     result = query.query(cfg, client, image=str(files[1]), encoder=HostScaledEncoder(enc, 60.0))
     assert result.label == files[1].name
     assert result.neighbors["index"][0] == 1 and result.neighbors["sqdist"][0] < 1e-10
+
+
+def test_image_query_refuses_a_model_of_another_hash(tmp_path, client):
+    from wxdask.cli import main
+    from wxdask.errors import ModelError
+    from wxdask.testing import save_model_dir_stub
+
+    images = np.zeros((6, 1, 4, 5), dtype=np.float32)
+    cfg = make_store(tmp_path / "s.zarr", np.zeros((6, 1, 4), np.float32), gapped_times(6), refc=images)
+    other = save_model_dir_stub(tmp_path / "other", (4, 5), n_latent=4)
+    with pytest.raises(ModelError, match="made by model"):
+        query.query(cfg.replace(search={"model_dir": other}), client, image=images[0, 0])
+    store.set_attrs(cfg.store, {"model_dir": other}, variable="embedding")  # the recorded model: the same check
+    with pytest.raises(ModelError, match="made by model"):
+        query.query(cfg, client, image=images[0, 0])
+    np.save(tmp_path / "q.npy", images[0, 0])
+    res = CliRunner().invoke(main, ["search", "--store", cfg.store.url, "--image", str(tmp_path / "q.npy"),
+                                    "--model", other, "--scheduler", client.scheduler.address])
+    assert res.exit_code == 1 and "made by model" in res.output
+
+
+def test_image_query_without_a_model_is_a_model_error(tmp_path, client):
+    from wxdask.errors import ModelError
+
+    cfg = make_store(tmp_path / "s.zarr", np.zeros((6, 1, 4), np.float32), gapped_times(6))
+    with pytest.raises(ModelError, match="no model at '/nonexistent/"):  # the recorded directory is gone
+        query.query(cfg, client, image=np.zeros((4, 5), np.float32))
+    store.set_attrs(cfg.store, {"model_dir": "None"}, variable="embedding")  # as an old `embed` wrote a missing one
+    with pytest.raises(ModelError, match="no model directory"):
+        query.query(cfg, client, image=np.zeros((4, 5), np.float32))
+
+
+def test_grib_query_image_goes_through_ingests_decoder(tmp_path, monkeypatch):
+    from wxdask import ingest, synth
+    from wxdask.errors import CorruptMessageError
+    from wxdask.query import _read_image
+
+    synth.write_archive(str(tmp_path / "arch"), "2019-09-20T00", "2019-09-20T01", (0,), grid="coarse", seed=0)
+    path = sorted((tmp_path / "arch").rglob("*.grib2"))[0]
+    calls = {"check": 0, "decode": 0}
+    check, decode = ingest.check_message, ingest.decode_refc
+
+    def counted_check(*a, **kw):
+        calls["check"] += 1
+        return check(*a, **kw)
+
+    def counted_decode(*a, **kw):
+        calls["decode"] += 1
+        return decode(*a, **kw)
+
+    monkeypatch.setattr(ingest, "check_message", counted_check)
+    monkeypatch.setattr(ingest, "decode_refc", counted_decode)
+    img, name = _read_image(str(path))
+    assert calls["check"] >= 1 and calls["decode"] >= 1 and name == path.name
+    want = decode(path.read_bytes()[:int.from_bytes(path.read_bytes()[8:16], "big")])[0] / 16
+    assert img.shape == want.shape and np.array_equal(img, want)
+    bad = tmp_path / "bad.grib2"
+    data = bytearray(path.read_bytes())
+    n = int.from_bytes(data[8:16], "big")  # REFC is the first message
+    data[n - 4:n] = b"XXXX"  # the framing check, not ecCodes, finds it
+    bad.write_bytes(bytes(data))
+    with pytest.raises(CorruptMessageError, match="7777"):
+        _read_image(str(bad))

@@ -288,5 +288,5 @@ def _first_refc(data: bytes, path: str) -> np.ndarray:
         except CorruptMessageError as exc:
             errors.append(str(exc))
         offset = start + max(length, 4)
-    why = f" ({errors[-1]})" if errors else ""
+    why = f" ({'; '.join(dict.fromkeys(errors))[:400]})" if errors else ""
     raise CorruptMessageError(f"{path!r} holds no REFC (composite reflectivity) GRIB2 message{why}")
