@@ -25,7 +25,14 @@ import numpy as np
 
 from wxdask.embed import chunk_spans
 from wxdask.errors import ConfigError, StoreLayoutError
-from wxdask.model import RAW_SCALE, ModelInfo, Predictor, check_model, decode_dbz, resolve_model
+from wxdask.model import (
+    RAW_SCALE,
+    ModelInfo,
+    Predictor,
+    check_model,
+    decode_dbz,
+    resolve_model,
+)
 from wxdask.models import ModelSource, get_decoder
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -31,18 +31,18 @@ from wxdask.errors import ModelError
 from wxdask.model import RAW_SCALE, ModelInfo, Predictor, check_model, resolve_model
 
 __all__ = [
-    "Predictor",
-    "ModelSource",
-    "KerasRawEncoder",
-    "KerasPredictor",
     "GPU_MEMORY_ENV",
+    "KerasPredictor",
+    "KerasRawEncoder",
     "LOAD_COUNTS",
-    "ensure_framework_env",
-    "get_model",
-    "get_encoder",
-    "get_decoder",
-    "encoder_for",
+    "ModelSource",
+    "Predictor",
     "decoder_for",
+    "encoder_for",
+    "ensure_framework_env",
+    "get_decoder",
+    "get_encoder",
+    "get_model",
 ]
 
 logger = logging.getLogger(__name__)

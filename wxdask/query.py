@@ -21,16 +21,27 @@ import numpy as np
 import xarray as xr
 
 from wxdask.config import Config, parse_time
-from wxdask.errors import ConfigError, CorruptMessageError, ModelError, SourceNotFoundError
+from wxdask.errors import (
+    ConfigError,
+    CorruptMessageError,
+    ModelError,
+    SourceNotFoundError,
+)
 from wxdask.model import Predictor, decode_dbz
 from wxdask.models import encoder_for
-from wxdask.search import NEIGHBOR_DTYPE, check_embedding, knn, window_hours
+from wxdask.search import NEIGHBOR_DTYPE, check_embedding, knn, window_hours  # noqa: F401 - NEIGHBOR_DTYPE: doctest
 from wxdask.store import flatten_slots
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
 
-__all__ = ["SearchResult", "query", "format_table", "query_table", "plot_query"]
+__all__ = [
+    "SearchResult",
+    "format_table",
+    "plot_query",
+    "query",
+    "query_table",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +129,7 @@ def query(
     emb = ds["embedding"]
     check_embedding(emb)
     base_emb = emb if scfg.lead is None else emb.sel(lead_time=[scfg.lead])
-    nt, nl, _ = base_emb.shape
+    nl = base_emb.sizes["lead_time"]
     base_flat, times, leads = flatten_slots(base_emb)
     img = None
     if image is not None:

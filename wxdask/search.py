@@ -547,7 +547,7 @@ def nearest_neighbours(emb: xr.DataArray, cfg: SearchConfig) -> xr.Dataset:
         if cfg.lead not in set(full_leads.tolist()):
             raise ConfigError(f"search.lead {cfg.lead} is not in the store's leads {full_leads.tolist()}")
         sub = emb.sel(lead_time=[cfg.lead])
-    nt, nl, d = sub.shape
+    nt, nl, _ = sub.shape
     tb = max(1, cfg.block_size // nl)
     flat, times, leads = flatten_slots(sub, cfg.block_size)
     qidx = da.arange(nt * nl, chunks=(flat.chunks[0],), dtype=np.int64)
