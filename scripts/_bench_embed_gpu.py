@@ -97,7 +97,7 @@ def main() -> int:
     import keras
     import numpy as np
 
-    from wxdask import embed, store
+    from wxdask import embed, models, store
     from wxdask.client import gpu_workers, make_client
     from wxdask.config import Config
 
@@ -144,7 +144,7 @@ def main() -> int:
         say(f"RESULT end to end from the store: {args.images / dt:.0f} images/s "
             f"({args.images} images of {grid_shape[0]}x{grid_shape[1]} in {dt:.2f} s, batch {args.batch_size}, "
             f"1 GPU worker, KERAS_BACKEND={keras.backend.backend()})  [{line}]")
-        loads = client.run(lambda: dict(embed.LOAD_COUNTS))
+        loads = client.run(lambda: dict(models.LOAD_COUNTS))
         say(f"model loads per worker: {loads}")
     finally:
         cluster = client.cluster

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wxdask import decode, embed, store
+from wxdask import decode, embed, models, store
+from wxdask.model import ModelDir
 from wxdask.config import Config
 from wxdask.errors import ConfigError, ModelError, StoreLayoutError
 from wxdask.testing import save_fake_model
@@ -112,8 +113,8 @@ def test_keras_decode_close_to_model_reconstruction(tmp_path):
     m = wm.load_model(model_dir)
     raw, status = read_raw(store_cfg)
     z = store.open_input(store_cfg, ["embedding"])["embedding"].values
-    src = embed.KerasModelSource(model_dir)
-    decoder = embed.get_decoder(src, src.metadata()["hash"], batch_size=4)
+    src = ModelDir(model_dir)
+    decoder = models.get_decoder(src, src.metadata()["hash"], batch_size=4)
     ok = np.argwhere(status == 1)
     decoded = decode.decode_block(z[ok[:, 0], ok[:, 1]], decoder, clip_max=60.0, batch_size=4)
     own = np.clip(m.predict(wm.scale_raw(raw[ok[:, 0], ok[:, 1]])[..., None], verbose=0)[..., 0], 0, 1) * 60

@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 
-from wxdask import embed, store
+from wxdask import embed, models, store
 from wxdask.client import gpu_workers, make_client
 from wxdask.config import DaskConfig
 from wxdask.testing import save_fake_model
@@ -34,7 +34,7 @@ def client():
 
 
 def _load_counts():
-    return {path: n for (kind, path), n in embed.LOAD_COUNTS.items() if kind == "model"}
+    return {path: n for (kind, path), n in models.LOAD_COUNTS.items() if kind == "model"}
 
 
 def _embed_tasks(stream):

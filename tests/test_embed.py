@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wxdask import embed, store
+from wxdask import embed, models, store
 from wxdask.model import scale_raw
 from wxdask.config import Config, StoreConfig
 from wxdask.errors import ModelError
@@ -212,19 +212,19 @@ def test_model_cache_loads_once_and_checks_hash(tmp_path):
     source = save_fake_model(tmp_path / "m", (4, 4), seed=3)
     h = source.metadata()["hash"]
     key = ("model", os.path.abspath(source.path))
-    before = embed.LOAD_COUNTS[key]
-    a = embed.get_encoder(source, h, batch_size=2)
-    b = embed.get_encoder(source, h, batch_size=2)
-    embed.get_decoder(source, h, batch_size=2)
-    assert a is b and embed.LOAD_COUNTS[key] == before + 1
+    before = models.LOAD_COUNTS[key]
+    a = models.get_encoder(source, h, batch_size=2)
+    b = models.get_encoder(source, h, batch_size=2)
+    models.get_decoder(source, h, batch_size=2)
+    assert a is b and models.LOAD_COUNTS[key] == before + 1
     with pytest.raises(ModelError, match="changed during the run"):
-        embed.get_model(source, "0" * 16)
+        models.get_model(source, "0" * 16)
 
 
 def test_framework_env_is_set(monkeypatch):
-    for k in embed.GPU_MEMORY_ENV:
+    for k in models.GPU_MEMORY_ENV:
         monkeypatch.delenv(k, raising=False)
-    embed.ensure_framework_env()
+    models.ensure_framework_env()
     assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
     assert os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
 
@@ -274,7 +274,7 @@ def test_keras_embeddings_equal_bare_encoder(tmp_path, keras_model_dir):
 def test_keras_raw_encoder_takes_int16_only(keras_model_dir):
     from wxdask import model as wm
 
-    enc = embed.KerasRawEncoder(wm.encoder_of(wm.load_model(keras_model_dir)), clip_max=60.0, batch_size=4)
+    enc = models.KerasRawEncoder(wm.encoder_of(wm.load_model(keras_model_dir)), clip_max=60.0, batch_size=4)
     assert enc.model.inputs[0].dtype == "int16"
     with pytest.raises(TypeError, match="int16"):
         enc.predict(np.zeros((1, *GRID), np.float32))
@@ -283,14 +283,14 @@ def test_keras_raw_encoder_takes_int16_only(keras_model_dir):
 JAX_CHECK = textwrap.dedent("""
     import sys
     import numpy as np, keras
-    from wxdask import embed, model as wm
+    from wxdask import models, model as wm
     assert keras.backend.backend() == "jax"
     m = wm.load_model(sys.argv[1])
     enc = wm.encoder_of(m)
     rng = np.random.default_rng(0)
     raw = rng.integers(-160, 1100, size=(11, 12, 20)).astype(np.int16)
-    fast = embed.KerasRawEncoder(enc, clip_max=60.0, batch_size=4)
-    slow = embed.KerasRawEncoder(enc, clip_max=60.0, batch_size=4, fast=False)
+    fast = models.KerasRawEncoder(enc, clip_max=60.0, batch_size=4)
+    slow = models.KerasRawEncoder(enc, clip_max=60.0, batch_size=4, fast=False)
     assert fast._jit is not None and slow._jit is None
     want = enc.predict(wm.scale_raw(raw)[..., None], verbose=0)
     np.testing.assert_allclose(fast.predict(raw), want, rtol=1e-5, atol=1e-6)

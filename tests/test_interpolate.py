@@ -180,3 +180,25 @@ def test_cli_interpolate(tmp_path, client):
                                     "--scheduler", client.scheduler.address, "-q"])
     assert res.exit_code == 0, res.output
     assert "median interp_residual / step_sqdist" in res.output and png.exists()
+
+
+@pytest.mark.parametrize("where", ["config", "recorded"])
+def test_run_refuses_a_model_of_another_hash(tmp_path, client, caplog, where):
+    from wxdask import models
+    from wxdask.testing import save_model_dir_stub
+
+    hours = np.arange(12)
+    e = np.random.default_rng(3).normal(size=(12, 1, 3)).astype(np.float32)
+    refc = np.zeros((12, 1, 6, 7), dtype=np.float32)
+    cfg = make_store(tmp_path / "s.zarr", e, hours, refc)
+    other = save_model_dir_stub(tmp_path / "other", (6, 7), n_latent=3)
+    if where == "config":
+        cfg = cfg.replace(interpolate={"model_dir": other})
+    else:
+        store.set_attrs(cfg.store, {"model_dir": other}, variable="embedding")
+    before = dict(models.LOAD_COUNTS)
+    interpolate.run(cfg, client)
+    ds = store.open_store(cfg.store)
+    assert "interp_dbz_scores" not in ds.attrs and np.isfinite(ds.attrs["interp_median_ratio"])
+    assert "made by model fake" in caplog.text and "not scored in dBZ" in caplog.text
+    assert dict(models.LOAD_COUNTS) == before

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -183,3 +185,42 @@ def test_cli_cluster(tmp_path, client):
     assert res.exit_code == 0, res.output
     assert res.output.splitlines()[1].split() == ["cluster", "slots", "share"]
     assert len(res.output.splitlines()) == 5
+
+
+@pytest.mark.parametrize("lead", [None, 1])
+def test_run_logs_no_run_spec_warning(tmp_path, client, caplog, lead):
+    # the slot matrix used to be built three times (validity, fit, labels), its reshape keys
+    # submitted again in differently optimized graphs: distributed's "different run_spec" block
+    caplog.set_level(logging.INFO, logger="distributed")
+    x, _ = blobs(600, k=3, d=4, seed=7)
+    e = x.reshape(300, 2, 4)
+    e[[5, 6]] = np.nan
+    times = T0 + np.arange(300).astype("timedelta64[h]")
+    cfg = make_store(tmp_path / "s.zarr", e, times, [0, 1])
+    cfg = cfg.replace(kmeans={"k": 3, "lead": lead, "block_size": 64})
+    kmeans.run(cfg, client, decoder=LinearDecoder(4))
+    assert "cluster" in store.open_store(cfg.store)
+    noisy = [r for r in caplog.records if r.name.startswith("distributed") and "run_spec" in r.getMessage()]
+    assert not noisy, noisy[0].getMessage()
+
+
+@pytest.mark.parametrize("where", ["config", "recorded"])
+def test_run_refuses_a_model_of_another_hash(tmp_path, client, caplog, where):
+    from wxdask import models
+    from wxdask.testing import save_model_dir_stub
+
+    x, _ = blobs(200, k=2, d=3, seed=5)
+    times = T0 + np.arange(200).astype("timedelta64[h]")
+    cfg = make_store(tmp_path / "s.zarr", x[:, None, :], times, [0])
+    other = save_model_dir_stub(tmp_path / "other", (4, 5), n_latent=3)
+    if where == "config":
+        cfg = cfg.replace(kmeans={"k": 2, "model_dir": other})
+    else:
+        store.set_attrs(cfg.store, {"model_dir": other}, variable="embedding")
+        cfg = cfg.replace(kmeans={"k": 2})
+    before = dict(models.LOAD_COUNTS)
+    kmeans.run(cfg, client)
+    ds = store.open_store(cfg.store)
+    assert "cluster" in ds and "kmeans_centroid_plot" not in ds.attrs
+    assert "made by model fake" in caplog.text and other in caplog.text
+    assert dict(models.LOAD_COUNTS) == before  # refused before loading

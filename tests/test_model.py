@@ -180,3 +180,41 @@ def test_same_embeddings_under_jax_backend(saved, tmp_path):
     z_jax = np.load(tmp_path / "z.npy")
     np.testing.assert_allclose(z_jax, z_tf, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), np.asarray(m.predict(x, verbose=0)), rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- which model a stage uses
+
+
+def test_resolve_model_explicit_then_recorded_and_never_the_text_none(tmp_path):
+    assert wm.resolve_model("a", {"model_dir": "b"}) == wm.ModelDir("a")
+    assert wm.resolve_model(None, {"model_dir": "b"}) == wm.ModelDir("b")
+    assert wm.resolve_model(tmp_path, {}).path == str(tmp_path)
+    for attrs in ({}, {"model_dir": None}, {"model_dir": "None"}, {"model_dir": ""}, None):
+        with pytest.raises(ModelError, match="no model directory"):
+            wm.resolve_model(None, attrs)
+    with pytest.raises(ModelError, match="no model directory"):
+        wm.resolve_model("None", {})
+
+
+def test_check_model_reads_metadata_and_refuses_another_hash(tmp_path):
+    from wxdask.testing import save_model_dir_stub
+
+    d = save_model_dir_stub(tmp_path / "m", (6, 7), n_latent=3)
+    info = wm.ModelDir(d).metadata()
+    assert info == {"hash": wm.model_hash(d), "grid": (6, 7), "n_latent": 3, "clip_max": 60.0}
+    assert wm.check_model(wm.ModelDir(d), {"model_hash": info["hash"]}, "s.zarr") == info
+    with pytest.raises(ModelError, match="made by model 0123.*holds model"):
+        wm.check_model(wm.ModelDir(d), {"model_hash": "0123"}, "s.zarr")
+    with pytest.raises(ModelError, match="no model at"):  # a missing directory: the same error class
+        wm.check_model(wm.resolve_model(str(tmp_path / "gone"), {}), {"model_hash": "0123"}, "s.zarr")
+
+
+def test_decode_dbz_clips_to_the_models_range():
+    class Scaled:
+        def predict(self, z):
+            return np.repeat(z[:, :, None, None], 2, axis=3)  # (n, 1, 1, 2): no channel axis
+
+    out = wm.decode_dbz(np.array([[-0.5], [0.25], [2.0]], dtype=np.float32), Scaled(), clip_max=40.0, batch_size=2)
+    np.testing.assert_array_equal(out[:, 0, 0, 0], [0.0, 10.0, 40.0])
+    with pytest.raises(ValueError, match="n > 0"):
+        wm.decode_dbz(np.zeros((0, 3)), Scaled(), clip_max=60.0)

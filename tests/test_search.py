@@ -12,10 +12,11 @@ import pytest
 import xarray as xr
 from click.testing import CliRunner
 
-from wxdask import search, store
+from wxdask import query, search, store
 from wxdask.config import Config, SearchConfig
 from wxdask.errors import ConfigError
 from wxdask.search import NEIGHBOR_DTYPE, knn_block, merge_knn, nearest_neighbours
+from wxdask.testing import HostScaledEncoder
 
 T0 = np.datetime64("2019-09-20T00", "h")
 
@@ -256,10 +257,10 @@ def test_run_writes_neighbours_and_query_table(tmp_path, client):
     # one query from the store, as a table
     qi = next(i for i in range(nt) if np.isfinite(e[i, 0]).all())
     t = np.datetime_as_string(times[qi], unit="h")
-    result = search.query(cfg, client, time=t, lead=0)
+    result = query.query(cfg, client, time=t, lead=0)
     row = qi * nl
     np.testing.assert_array_equal(result.neighbors["index"], want_i[row])
-    table = search.query_table(cfg, client, t, lead=0)
+    table = query.query_table(cfg, client, t, lead=0)
     first = np.datetime_as_string(times[want_i[row, 0] // nl], unit="m")
     assert table.splitlines()[0] == f"neighbours of {t} lead 0"
     assert first in table.splitlines()[2] and f"{want_d[row, 0]:.6f}" in table.splitlines()[2]
@@ -271,11 +272,11 @@ def test_query_errors(tmp_path, client):
     times = gapped_times(30)
     cfg = make_store(tmp_path / "s.zarr", e, times)
     with pytest.raises(ConfigError, match="not in store"):
-        search.query(cfg, client, time="2015-01-01T00")
+        query.query(cfg, client, time="2015-01-01T00")
     with pytest.raises(ConfigError, match="has no embedding"):
-        search.query(cfg, client, time=np.datetime_as_string(times[3], unit="h"))
+        query.query(cfg, client, time=np.datetime_as_string(times[3], unit="h"))
     with pytest.raises(ConfigError, match="either a query time"):
-        search.query(cfg, client)
+        query.query(cfg, client)
 
 
 class LinearEncoder:
@@ -293,17 +294,18 @@ def test_image_query_with_fake_encoder_and_plot(tmp_path, client):
     nt = 40
     times = gapped_times(nt)
     rng = np.random.default_rng(2)
-    images = rng.uniform(-10, 70, (nt, 1, 4, 5)).astype(np.float32)
+    # on the 1/16 dB lattice of stored images, as a query image is encoded from its stored form
+    images = (np.round(rng.uniform(-10, 70, (nt, 1, 4, 5)) * 16) / 16).astype(np.float32)
     enc = LinearEncoder(4)
     scaled = np.clip(images[:, 0], 0, 60)[..., None] / 60.0  # what the model sees
     e = enc.predict(scaled)[:, None, :].astype(np.float32)
     cfg = make_store(tmp_path / "s.zarr", e, times, refc=images)
     cfg = cfg.replace(search={"k": 3})
-    result = search.query(cfg, client, image=images[7, 0], encoder=enc)
+    result = query.query(cfg, client, image=images[7, 0], encoder=HostScaledEncoder(enc, 60.0))
     assert result.neighbors["index"][0] == 7 and result.neighbors["sqdist"][0] < 1e-10  # found itself
     assert result.time is None
     png = tmp_path / "q.png"
-    search.plot_query(cfg, result, str(png))
+    query.plot_query(cfg, result, str(png))
     assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -313,7 +315,7 @@ def test_format_table_multi_lead():
     rec["time"] = np.array(["2019-09-21T07", "2019-09-22T01"], dtype="M8[ns]")
     rec["lead"] = [0, 3]
     rec["sqdist"] = [0.5, 1.25]
-    text = search.format_table(search.SearchResult("q", None, 0, rec, np.zeros(1), multi_lead=True))
+    text = query.format_table(query.SearchResult("q", None, 0, rec, np.zeros(1), multi_lead=True))
     assert text.splitlines()[3].split() == ["2", "2019-09-22T01:00", "3", "1.250000"]
 
 
@@ -338,7 +340,7 @@ def test_cli_search_all_pairs_and_one_time(tmp_path, client):
 
 def test_image_query_from_a_grib_file(tmp_path, client):
     from wxdask import synth
-    from wxdask.search import _read_image
+    from wxdask.query import _read_image
 
     synth.write_archive(str(tmp_path / "arch"), "2019-09-20T00", "2019-09-20T03", (0,), grid="coarse", seed=0)
     files = sorted((tmp_path / "arch").rglob("*.grib2"))
@@ -349,6 +351,69 @@ def test_image_query_from_a_grib_file(tmp_path, client):
     e = enc.predict(np.clip(images, 0, 60)[..., None] / 60.0)[:, None, :].astype(np.float32)
     times = T0 + np.arange(3).astype("timedelta64[h]")
     cfg = make_store(tmp_path / "s.zarr", e, times).replace(search={"k": 2})
-    result = search.query(cfg, client, image=str(files[1]), encoder=enc)
+    result = query.query(cfg, client, image=str(files[1]), encoder=HostScaledEncoder(enc, 60.0))
     assert result.label == files[1].name
     assert result.neighbors["index"][0] == 1 and result.neighbors["sqdist"][0] < 1e-10
+
+
+def test_image_query_refuses_a_model_of_another_hash(tmp_path, client):
+    from wxdask.cli import main
+    from wxdask.errors import ModelError
+    from wxdask.testing import save_model_dir_stub
+
+    images = np.zeros((6, 1, 4, 5), dtype=np.float32)
+    cfg = make_store(tmp_path / "s.zarr", np.zeros((6, 1, 4), np.float32), gapped_times(6), refc=images)
+    other = save_model_dir_stub(tmp_path / "other", (4, 5), n_latent=4)
+    with pytest.raises(ModelError, match="made by model"):
+        query.query(cfg.replace(search={"model_dir": other}), client, image=images[0, 0])
+    store.set_attrs(cfg.store, {"model_dir": other}, variable="embedding")  # the recorded model: the same check
+    with pytest.raises(ModelError, match="made by model"):
+        query.query(cfg, client, image=images[0, 0])
+    np.save(tmp_path / "q.npy", images[0, 0])
+    res = CliRunner().invoke(main, ["search", "--store", cfg.store.url, "--image", str(tmp_path / "q.npy"),
+                                    "--model", other, "--scheduler", client.scheduler.address])
+    assert res.exit_code == 1 and "made by model" in res.output
+
+
+def test_image_query_without_a_model_is_a_model_error(tmp_path, client):
+    from wxdask.errors import ModelError
+
+    cfg = make_store(tmp_path / "s.zarr", np.zeros((6, 1, 4), np.float32), gapped_times(6))
+    with pytest.raises(ModelError, match="no model at '/nonexistent/"):  # the recorded directory is gone
+        query.query(cfg, client, image=np.zeros((4, 5), np.float32))
+    store.set_attrs(cfg.store, {"model_dir": "None"}, variable="embedding")  # as an old `embed` wrote a missing one
+    with pytest.raises(ModelError, match="no model directory"):
+        query.query(cfg, client, image=np.zeros((4, 5), np.float32))
+
+
+def test_grib_query_image_goes_through_ingests_decoder(tmp_path, monkeypatch):
+    from wxdask import ingest, synth
+    from wxdask.errors import CorruptMessageError
+    from wxdask.query import _read_image
+
+    synth.write_archive(str(tmp_path / "arch"), "2019-09-20T00", "2019-09-20T01", (0,), grid="coarse", seed=0)
+    path = sorted((tmp_path / "arch").rglob("*.grib2"))[0]
+    calls = {"check": 0, "decode": 0}
+    check, decode = ingest.check_message, ingest.decode_refc
+
+    def counted_check(*a, **kw):
+        calls["check"] += 1
+        return check(*a, **kw)
+
+    def counted_decode(*a, **kw):
+        calls["decode"] += 1
+        return decode(*a, **kw)
+
+    monkeypatch.setattr(ingest, "check_message", counted_check)
+    monkeypatch.setattr(ingest, "decode_refc", counted_decode)
+    img, name = _read_image(str(path))
+    assert calls["check"] >= 1 and calls["decode"] >= 1 and name == path.name
+    want = decode(path.read_bytes()[:int.from_bytes(path.read_bytes()[8:16], "big")])[0] / 16
+    assert img.shape == want.shape and np.array_equal(img, want)
+    bad = tmp_path / "bad.grib2"
+    data = bytearray(path.read_bytes())
+    n = int.from_bytes(data[8:16], "big")  # REFC is the first message
+    data[n - 4:n] = b"XXXX"  # the framing check, not ecCodes, finds it
+    bad.write_bytes(bytes(data))
+    with pytest.raises(CorruptMessageError, match="7777"):
+        _read_image(str(bad))

@@ -74,3 +74,45 @@ def test_mismatches_are_refused(tmp_path):
         store.open_input(cfg, ["nope"])
     with pytest.raises(StoreLayoutError, match="no wxdask store"):
         store.open_store(StoreConfig(url=str(tmp_path / "missing.zarr")))
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_flatten_slots_round_trip(chunked):
+    nt, nl, d = 7, 3, 2
+    values = np.arange(nt * nl * d, dtype=np.float32).reshape(nt, nl, d)
+    times = np.datetime64("2022-06-01T00", "ns") + np.arange(nt).astype("timedelta64[h]")
+    emb = xr.DataArray(values, dims=("time", "lead_time", "latent"), coords={"time": times, "lead_time": [0, 3, 6]})
+    if chunked:
+        emb = emb.chunk({"time": 2, "lead_time": 1})
+    rows, t, lead = store.flatten_slots(emb, block_size=6 if chunked else None)
+    assert rows.shape == (nt * nl, d)
+    if chunked:
+        assert rows.chunks[0] == (6, 6, 6, 3)  # whole time steps per chunk
+    got = rows.compute()
+    for i in range(nt * nl):  # row i is slot (i // n_lead, i % n_lead)
+        ti, li = divmod(i, nl)
+        np.testing.assert_array_equal(got[i], values[ti, li])
+        assert t[i] == times[ti] and lead[i] == [0, 3, 6][li]
+    np.testing.assert_array_equal(store.unflatten_slots(rows, (nt, nl)).compute(), values)
+    np.testing.assert_array_equal(store.unflatten_slots(got[:, 0], (nt, nl)), values[..., 0])
+    with pytest.raises(StoreLayoutError, match="time, lead_time"):
+        store.flatten_slots(emb.transpose("lead_time", "time", "latent"))
+
+
+def test_read_slots_and_ok_mask(tmp_path):
+    from wxdask import ingest
+
+    cfg = StoreConfig(url=str(tmp_path / "s.zarr"))
+    refc = np.arange(5 * 2 * 3 * 4, dtype=np.int16).reshape(5, 2, 3, 4)
+    status = np.full((5, 2), ingest.STATUS["ok"], dtype=np.int8)
+    status[1, 1] = ingest.STATUS["absent"]
+    ds = xr.Dataset({"refc": (("time", "lead_time", "y", "x"), refc),
+                     "status": (("time", "lead_time"), status,
+                                {"flag_values": list(ingest.STATUS.values()), "flag_meanings": " ".join(ingest.STATUS)})})
+    ds.to_zarr(cfg.url, zarr_format=3, consolidated=False)
+    ti, li = np.array([4, 0, 1, 2, 3]), np.array([1, 0, 0, 1, 1])
+    np.testing.assert_array_equal(store.read_slots(cfg, ti, li), refc[ti, li])
+    np.testing.assert_array_equal(store.read_slots(cfg, [3, 1], [1, 1]), refc[[3, 1], 1])
+    opened = store.open_input(cfg, ["refc", "status"], decode=False)
+    assert store.ok_mask(opened).tolist() == (status == 1).tolist()
+    assert store.ok_code({"flag_values": [0, 7], "flag_meanings": "absent ok"}) == 7

@@ -11,6 +11,7 @@ import xarray as xr
 
 from wxdask import evaluate
 from wxdask import model as wm
+from wxdask import store as wxstore
 from wxdask import train
 from wxdask.config import Config, StoreConfig
 from wxdask.errors import ClusterError, ModelError, StoreLayoutError
@@ -104,8 +105,8 @@ def test_batch_order_is_a_seeded_permutation_per_epoch():
 
 
 def test_ok_code_from_flags():
-    assert train.ok_code({"flag_values": [0, 3, 2], "flag_meanings": "not_tried ok absent"}) == 3
-    assert train.ok_code({"flag_values": [0], "flag_meanings": "a b"}) == 1
+    assert wxstore.ok_code({"flag_values": [0, 3, 2], "flag_meanings": "not_tried ok absent"}) == 3
+    assert wxstore.ok_code({"flag_values": [0], "flag_meanings": "a b"}) == 1
 
 
 # ----------------------------------------------------------------------------- reading and planning

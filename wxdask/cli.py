@@ -240,6 +240,7 @@ def search_command(store_url: str | None, k: int | None, exclude_window: str | N
                    block_size: int | None, time_: str | None, query_lead: int | None, image: str | None,
                    model_dir: str | None, plot: str | None, common: dict) -> None:
     """All-pairs nearest neighbours of every slot, or the neighbours of one time or image."""
+    from wxdask import query as queries
     from wxdask import search as stage
 
     cfg = load_config(common, store={"url": store_url}, search={
@@ -251,10 +252,10 @@ def search_command(store_url: str | None, k: int | None, exclude_window: str | N
         return
 
     def one(c: Any, client: Any) -> str:
-        result = stage.query(c, client, time=time_, lead=query_lead, image=image)
-        text = stage.format_table(result)
+        result = queries.query(c, client, time=time_, lead=query_lead, image=image)
+        text = queries.format_table(result)
         if plot:
-            text += f"\nwrote {stage.plot_query(c, result, plot)}"
+            text += f"\nwrote {queries.plot_query(c, result, plot)}"
         return text
 
     click.echo(run_stage(one, cfg))

@@ -19,7 +19,8 @@ from distributed.comm.core import CommClosedError
 from wxdask.config import DaskConfig
 from wxdask.errors import ClusterError, WxdaskError
 
-__all__ = ["make_client", "check_versions", "gpu_workers", "monitored", "scheduler_guard", "close_client", "compute"]
+__all__ = ["make_client", "check_versions", "gpu_workers", "monitored", "scheduler_guard", "close_client", "compute",
+           "worker_address"]
 
 logger = logging.getLogger(__name__)
 
@@ -224,23 +225,82 @@ def close_client(client: Client) -> None:
         noisy.setLevel(level)
 
 
-def compute(client: Client | None, collections: list, cfg: DaskConfig) -> list:
-    """Compute dask collections on the cluster and return their results.
+def compute(
+    client: Client | None,
+    collections: list,
+    cfg: DaskConfig | None = None,
+    *,
+    resources: dict | None = None,
+    optimize_graph: bool = True,
+    scheduler: str | None = "synchronous",
+    count: str | None = None,
+    total: int = 0,
+    stage: str = "",
+) -> list:
+    """Compute dask collections on the cluster and return their results, in the order given.
 
-    Shows a progress bar when stderr is a terminal (drawn on stderr, so stdout
-    holds only results). With ``client=None`` the collections
-    run in this process on dask's synchronous scheduler (tests, small helpers).
+    The one way stages compute. With ``client=None`` the collections run in
+    this process on ``scheduler`` (dask's synchronous scheduler by default;
+    ``None``: dask's default, which is the current client if there is one).
     Errors raised by tasks are re-raised here with their original type.
+
+    Parameters
+    ----------
+    client : distributed.Client or None
+        The cluster.
+    collections : list
+        Dask collections (arrays, delayed).
+    cfg : DaskConfig, optional
+        With ``cfg.progress`` and a terminal on stderr, a progress bar is drawn there.
+    resources : dict, optional
+        Worker resources for every task (``{"GPU": 1}``); give ``optimize_graph=False``
+        with it so low-level fusion does not drop the placement.
+    optimize_graph : bool
+        Optimize (fuse) the graph first.
+    scheduler : str or None
+        Scheduler when ``client`` is ``None``.
+    count, total, stage : optional
+        Log progress as results come in: each result is a dict whose ``count``
+        entry adds to a running total out of ``total`` (logged as ``stage``).
+
+    Returns
+    -------
+    list
+        One result per collection.
     """
+    if not collections:
+        return []
     if client is None:
         import dask
 
-        return list(dask.compute(*collections, scheduler="synchronous"))
-    futures = client.compute(collections)
-    if cfg.progress and sys.stderr.isatty():
+        kwargs = {"scheduler": scheduler} if scheduler else {}
+        return list(dask.compute(*collections, optimize_graph=optimize_graph, **kwargs))
+    futures = client.compute(list(collections), optimize_graph=optimize_graph, resources=resources)
+    if count is not None:
+        from distributed import as_completed
+
+        done, next_log = 0, 0.1
+        for future in as_completed(futures):
+            done += future.result()[count]
+            if total and done / total >= next_log:
+                logger.info("%s: %d/%d images (%.0f%%)", stage, done, total, 100 * done / total)
+                next_log = done / total + 0.1
+    elif cfg is not None and cfg.progress and sys.stderr.isatty():
         # distributed draws its bar on stdout; keep stdout for results, the bar with the log
         with contextlib.redirect_stdout(sys.stderr):
             progress(futures)
     else:
         wait(futures)
     return client.gather(futures)
+
+
+def worker_address() -> str:
+    """The address of the Dask worker running this code, else ``local-<pid>``."""
+    import os
+
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return f"local-{os.getpid()}"

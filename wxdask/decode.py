@@ -9,8 +9,8 @@ by side on the map).
 
 The decoder is the model rebuilt from its ``refc_embedding`` layer onward
 (:func:`wxdask.model.decoder_of`), loaded once per process through the cache of
-:mod:`wxdask.embed`. A decoded image is in dBZ, clipped to ``0..clip_max`` as
-the model's input was; the RMSE compares it with the stored image clipped the
+:mod:`wxdask.models`. A decoded image is in dBZ, clipped to ``0..clip_max`` as
+the model's input was (:func:`wxdask.model.decode_dbz`); the RMSE compares it with the stored image clipped the
 same way (the model cannot see echo above ``clip_max`` or below 0 dBZ).
 """
 
@@ -23,18 +23,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from wxdask.embed import (
+from wxdask.embed import chunk_spans
+from wxdask.errors import ConfigError, StoreLayoutError
+from wxdask.model import (
     RAW_SCALE,
-    KerasModelSource,
-    ModelSource,
+    ModelInfo,
     Predictor,
-    _compute,
-    _ok_code,
-    _worker_address,
-    chunk_spans,
-    get_decoder,
+    check_model,
+    decode_dbz,
+    resolve_model,
 )
-from wxdask.errors import ConfigError, ModelError, StoreLayoutError
+from wxdask.models import ModelSource, get_decoder
 
 if TYPE_CHECKING:  # pragma: no cover
     import xarray as xr
@@ -81,19 +80,7 @@ def decode_block(z: np.ndarray, decoder: Predictor, *, clip_max: float, batch_si
     >>> decode_block(np.array([[0.5], [1.2]]), Fake(), clip_max=60.0, batch_size=1)[:, 0, 0]
     array([30., 60.], dtype=float32)
     """
-    z = np.asarray(z, dtype=np.float32)
-    if z.ndim != 2 or z.shape[0] == 0:
-        raise ValueError(f"decode_block takes (n, n_latent) embeddings with n > 0, got shape {z.shape}")
-    parts = []
-    for i in range(0, z.shape[0], batch_size):
-        y = np.asarray(decoder.predict(z[i : i + batch_size]), dtype=np.float32)
-        if y.ndim == 4 and y.shape[-1] == 1:
-            y = y[..., 0]
-        parts.append(y)
-    out = np.concatenate(parts, axis=0)
-    np.clip(out, np.float32(0.0), np.float32(1.0), out=out)
-    out *= np.float32(clip_max)
-    return out
+    return decode_dbz(z, decoder, clip_max=clip_max, batch_size=batch_size)
 
 
 def rmse_block(raw: np.ndarray, decoded: np.ndarray, *, clip_max: float) -> np.ndarray:
@@ -149,7 +136,7 @@ def _decode_chunk(store_cfg: StoreConfig, t0: int, valid: np.ndarray, source: Mo
                   clip_max: float, batch_size: int) -> dict:
     """Decode the valid slots of the chunk at ``t0``, score them, write ``reconstruction_rmse`` there."""
     from wxdask import store
-    from wxdask.embed import _read_images
+    from wxdask.client import worker_address
 
     start = _time.perf_counter()
     t1 = t0 + valid.shape[0]
@@ -161,12 +148,12 @@ def _decode_chunk(store_cfg: StoreConfig, t0: int, valid: np.ndarray, source: Mo
         z_all = store.read_region(store_cfg, "embedding", (slice(t0, t1),))
         for i in range(0, len(slots), step):
             group = slots[i : i + step]
-            raw = _read_images(store_cfg, t0, group)
+            raw = store.read_slots(store_cfg, t0 + group[:, 0], group[:, 1])
             decoded = decode_block(z_all[group[:, 0], group[:, 1]], decoder, clip_max=clip_max, batch_size=batch_size)
             rmse[group[:, 0], group[:, 1]] = rmse_block(raw, decoded, clip_max=clip_max)
     store.write_region(store_cfg, {"reconstruction_rmse": rmse}, (slice(t0, t1),))
     return {"t0": t0, "decoded": int(len(slots)), "seconds": _time.perf_counter() - start,
-            "worker": _worker_address()}
+            "worker": worker_address()}
 
 
 def decode(store_cfg: StoreConfig, valid: np.ndarray, chunk: int, source: ModelSource, model_hash: str,
@@ -217,20 +204,13 @@ def decode(store_cfg: StoreConfig, valid: np.ndarray, chunk: int, source: ModelS
 # ----------------------------------------------------------------------------- I/O
 
 
-def _open(cfg: Config, source: ModelSource | None) -> tuple[xr.Dataset, ModelSource, dict]:
+def _open(cfg: Config, source: ModelSource | None) -> tuple[xr.Dataset, ModelSource, ModelInfo]:
     from wxdask import store
 
-    source = source if source is not None else KerasModelSource(cfg.decode.model_dir or cfg.train.model_dir)
     ds = store.open_input(cfg.store, ["refc", "status", "embedding"], decode=False)
-    meta = source.metadata()
-    made_by = ds["embedding"].attrs.get("model_hash")
-    if made_by != meta["hash"]:
-        raise ModelError(
-            f"the embeddings in {cfg.store.url!r} were made by model {made_by}, but {source.path!r} holds "
-            f"model {meta['hash']}; decode with the model that made them, or re-embed with "
-            f"`wxdask embed --store {cfg.store.url} --model {source.path}`"
-        )
-    return ds, source, meta
+    attrs = ds["embedding"].attrs
+    source = source if source is not None else resolve_model(cfg.decode.model_dir or cfg.train.model_dir, attrs)
+    return ds, source, check_model(source, attrs, cfg.store.url)
 
 
 def _create_outputs(cfg: Config, ds: xr.Dataset, chunk: int, attrs: dict) -> None:
@@ -278,7 +258,7 @@ def run(cfg: Config, client: Client | None, *, source: ModelSource | None = None
     client : distributed.Client or None
         The cluster; ``None`` runs in this process.
     source : ModelSource, optional
-        The model (default: :class:`~wxdask.embed.KerasModelSource` of ``cfg.decode.model_dir``, else ``cfg.train.model_dir``).
+        The model (default: the :class:`~wxdask.model.ModelDir` ``cfg.decode.model_dir``, else ``cfg.train.model_dir``).
 
     Returns
     -------
@@ -293,13 +273,13 @@ def run(cfg: Config, client: Client | None, *, source: ModelSource | None = None
         If the model is not the one that made the embeddings.
     """
     from wxdask import store
-    from wxdask.client import gpu_workers
+    from wxdask.client import compute, gpu_workers
 
     start = _time.perf_counter()
     ds, source, meta = _open(cfg, source)
     emb = ds["embedding"]
     chunk = int(emb.encoding.get("chunks", emb.data.chunksize)[0])
-    ok = ds["status"].values == _ok_code(ds["status"])
+    ok = store.ok_mask(ds)
     valid = ok & np.isfinite(emb.values).all(axis=-1)
     emb_bytes = int(emb.sizes["latent"]) * np.dtype(np.float32).itemsize
     ny, nx = ds.sizes["y"], ds.sizes["x"]
@@ -334,7 +314,8 @@ def run(cfg: Config, client: Client | None, *, source: ModelSource | None = None
     gpus = gpu_workers(client) if client is not None else []
     resources = {"GPU": 1} if gpus else None
     tasks = decode(cfg.store, valid, chunk, source, meta["hash"], meta["clip_max"], cfg.decode, resources=resources)
-    results = _compute(client, tasks, resources, int(valid.sum()), count="decoded", stage="decode")
+    results = compute(client, tasks, resources=resources, optimize_graph=False, count="decoded",
+                      total=int(valid.sum()), stage="decode")
     n = sum(r["decoded"] for r in results)
 
     whole = (slice(None), slice(None))
@@ -435,7 +416,7 @@ def decode_png(cfg: Config, time: Any = None, lead: int | None = None, out: str 
     from wxdask import plots, store
 
     ds, source, meta = _open(cfg, source)
-    ok = ds["status"].values == _ok_code(ds["status"])
+    ok = store.ok_mask(ds)
     valid = ok & np.isfinite(ds["embedding"].values).all(axis=-1)
     ti, li = _pick_slot(ds, valid, time, lead)
     stamp = np.datetime_as_string(ds["time"].values[ti], unit="h")

@@ -88,15 +88,15 @@ def run(out: str | Path = "wxdask-demo", *, days: int = 14, seed: int = 0, n_wor
 
 def _extras(cfg: Config, client, times: np.ndarray, regimes: np.ndarray, out: Path) -> list[str]:
     """Query table, pictures, interpolation summary, cluster sizes and agreement with the truth."""
-    from wxdask import decode, interpolate, kmeans, search
+    from wxdask import decode, interpolate, kmeans, query
 
     query_time = times[len(times) // 2]
     lines = []
     lines.append(f"decoded vs original: {decode.decode_png(cfg, query_time, 0, str(out / 'decoded.png'))}")
-    result = search.query(cfg, client, time=query_time, lead=0)
+    result = query.query(cfg, client, time=query_time, lead=0)
     lines.append(f"analogs of {np.datetime_as_string(query_time, unit='h')} (not within 24 h):")
-    lines.append(search.format_table(result))
-    lines.append(f"query and analogs: {search.plot_query(cfg, result, str(out / 'analogs.png'))}")
+    lines.append(query.format_table(result))
+    lines.append(f"query and analogs: {query.plot_query(cfg, result, str(out / 'analogs.png'))}")
     lines.append(interpolate.summary(cfg))
     lines.append(f"residual and step over time: {interpolate.plot_residuals(cfg, str(out / 'interpolation.png'))}")
     lines.append(kmeans.format_sizes(cfg))

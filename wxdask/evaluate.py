@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from wxdask import model as wxmodel
+from wxdask import store as wxstore
 from wxdask import train as wxtrain
 from wxdask.config import Config, StoreConfig
 from wxdask.errors import ConfigError, ModelError, StoreLayoutError
@@ -320,7 +321,9 @@ def autoencoder_stats(store_cfg: StoreConfig, model_dir: str, slots: tuple[np.nd
         ``stats`` (summed :func:`score_stats`), ``examples`` (indices into the
         slots), ``truth`` and ``recon`` (dBZ of the examples, ``(k, ny, nx)``).
     """
-    model = wxmodel.load_model(model_dir)
+    from wxdask.models import get_model
+
+    model = get_model(wxmodel.ModelDir(str(model_dir)), wxmodel.model_hash(model_dir))
     ti, li = (np.asarray(s) for s in slots)
     total = np.zeros(len(_stat_names(tuple(thresholds))))
     echo = np.zeros(ti.size)
@@ -376,7 +379,7 @@ def _slots_on_days(ds: Any, days: list[str]) -> tuple[np.ndarray, np.ndarray]:
     status = np.asarray(ds["status"].values)
     vd = wxtrain.valid_days(times, leads)
     want = np.isin(vd, np.array(days, dtype="datetime64[D]"))
-    ti, li = np.nonzero((status == wxtrain.ok_code(ds["status"].attrs)) & want)
+    ti, li = np.nonzero((status == wxstore.ok_code(ds["status"].attrs)) & want)
     return ti.astype(np.int64), li.astype(np.int64)
 
 
@@ -417,17 +420,17 @@ def run(cfg: Config, client: Client | None) -> str:
     meta = wxmodel.read_metadata(model_dir)
     if not (model_dir / wxmodel.MODEL_FILE).is_file():
         raise ModelError(f"no model at {str(model_dir / wxmodel.MODEL_FILE)!r}; train one with `wxdask train`")
+    info = wxmodel.ModelDir(str(model_dir)).metadata()
     ds = store.open_input(cfg.store, ["refc", "status"], decode=False)
     refc = ds["refc"]
     shape = [int(s) for s in refc.shape[-2:]]
-    if list(meta.get("grid", {}).get("shape", [])) != shape:
+    if list(info["grid"]) != shape:
         raise ModelError(
             f"model {str(model_dir)!r} is for grid {meta.get('grid')}, but store {cfg.store.url!r} has grid "
             f"{wxtrain.grid_name(refc.attrs, tuple(shape))!r} {shape}; evaluate it on its own store"
         )
     split = meta.get("split") or {}
-    clip_max = float(meta["model"]["clip_max"])
-    n_latent = int(meta["model"]["n_latent"])
+    clip_max, n_latent = info["clip_max"], info["n_latent"]
     held = _slots_on_days(ds, split.get("heldout_days", []))
     train_slots = _slots_on_days(ds, split.get("train_days", []))
     if held[0].size == 0:
@@ -438,7 +441,7 @@ def run(cfg: Config, client: Client | None) -> str:
     if train_slots[0].size == 0:
         raise StoreLayoutError(f"store {cfg.store.url!r} holds no ok image on the model's training days; "
                                "the PCA baseline needs them")
-    model_hash = wxmodel.model_hash(model_dir)
+    model_hash = info["hash"]
     logger.info("evaluating %s on %d held-out images (%d days)", model_dir, held[0].size,
                 len(split.get("heldout_days", [])))
 

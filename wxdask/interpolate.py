@@ -27,14 +27,13 @@ import numpy as np
 import xarray as xr
 
 from wxdask.config import Config
-from wxdask.errors import StoreLayoutError
-from wxdask.plots import Predictor
+from wxdask.errors import ModelError, StoreLayoutError
+from wxdask.model import Predictor, decode_dbz
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
 
 __all__ = [
-    "Predictor",
     "residual_block",
     "neighbour_mask",
     "ratio_summary",
@@ -299,7 +298,7 @@ def run(cfg: Config, client: Client | None, *, decoder: Predictor | None = None)
 
 def _decode_scores(cfg: Config, ds: xr.Dataset, resid: np.ndarray, decoder: Predictor | None) -> list[dict]:
     """Decode the interpolated embedding at a few slots and score it in dBZ (empty if it cannot)."""
-    from wxdask import plots
+    from wxdask.models import decoder_for
 
     slots = pick_slots(resid, cfg.interpolate.n_decode)
     if not slots:
@@ -309,11 +308,10 @@ def _decode_scores(cfg: Config, ds: xr.Dataset, resid: np.ndarray, decoder: Pred
         return []
     clip_max = cfg.model.clip_max
     if decoder is None:
-        model_dir = (cfg.interpolate.model_dir or ds["embedding"].attrs.get("model_dir")
-                     or ds.attrs.get("model_dir") or cfg.embed.model_dir)
         try:
-            decoder, clip_max = plots.load_decoder(str(model_dir), clip_max)
-        except Exception as exc:  # noqa: BLE001 - the residuals stand without the dBZ scores
+            decoder, info = decoder_for(cfg.interpolate.model_dir, ds["embedding"].attrs, cfg.store.url)
+            clip_max = info["clip_max"]
+        except (ModelError, ImportError) as exc:  # the residuals stand without the dBZ scores
             logger.warning("no decoder (%s: %s): interpolations are not scored in dBZ", type(exc).__name__, exc)
             return []
     emb = ds["embedding"]
@@ -321,7 +319,7 @@ def _decode_scores(cfg: Config, ds: xr.Dataset, resid: np.ndarray, decoder: Pred
     for ti, li in slots:
         e = emb.isel(time=[ti - 1, ti, ti + 1], lead_time=li).values
         z.extend([0.5 * (e[0] + e[2]), e[1]])
-    images = plots.decode_dbz(np.asarray(z, dtype=np.float32), decoder, clip_max)
+    images = decode_dbz(np.asarray(z, dtype=np.float32), decoder, clip_max=clip_max)
     scores = []
     for j, (ti, li) in enumerate(slots):
         refc = np.asarray(ds["refc"].isel(time=[ti - 1, ti, ti + 1], lead_time=li).values, dtype=np.float32)

@@ -44,14 +44,13 @@ import xarray as xr
 
 from wxdask.config import Config, KMeansConfig
 from wxdask.errors import ConfigError, StoreLayoutError
-from wxdask.plots import Predictor
+from wxdask.model import Predictor, decode_dbz
 
 if TYPE_CHECKING:  # pragma: no cover
     import dask.array as da
     from distributed import Client
 
 __all__ = [
-    "Predictor",
     "ENGINES",
     "assign_block",
     "inertia_block",
@@ -351,17 +350,27 @@ def slot_matrix(emb: xr.DataArray, cfg: KMeansConfig) -> da.Array:
 
     Chunked by about ``cfg.block_size`` rows, whole time steps per chunk.
     """
-    import dask.array as da
+    from wxdask.store import flatten_slots
 
-    sub = _select(emb, cfg.lead)
-    nt, nl, d = sub.shape
-    data = sub.data if isinstance(sub.data, da.Array) else da.from_array(np.asarray(sub.data))
-    tb = max(1, cfg.block_size // max(nl, 1))
-    return data.rechunk({0: tb, 1: -1, 2: -1}).reshape(nt * nl, d).astype(np.float32)
+    rows, _, _ = flatten_slots(_select(emb, cfg.lead), cfg.block_size)
+    return rows.astype(np.float32)
 
 
-def regimes(emb: xr.DataArray, centers: np.ndarray, cfg: KMeansConfig) -> xr.Dataset:
+def regimes(emb: xr.DataArray, centers: np.ndarray, cfg: KMeansConfig, *, x: da.Array | None = None) -> xr.Dataset:
     """Lazy cluster of every slot for given centroids.
+
+    Parameters
+    ----------
+    emb : xarray.DataArray
+        ``embedding(time, lead_time, latent)``.
+    centers : numpy.ndarray
+        ``(k, n_latent)`` centroids.
+    cfg : KMeansConfig
+        ``lead`` and ``block_size``.
+    x : dask.array.Array, optional
+        :func:`slot_matrix` of ``emb`` already built (and persisted) by the
+        caller; building it again would submit its keys a second time in
+        another graph.
 
     Returns
     -------
@@ -373,15 +382,18 @@ def regimes(emb: xr.DataArray, centers: np.ndarray, cfg: KMeansConfig) -> xr.Dat
     """
     import dask.array as da
 
+    from wxdask.store import unflatten_slots
+
     centers = np.asarray(centers, dtype=np.float64)
     sub = _select(emb, cfg.lead)
-    x = slot_matrix(emb, cfg)
+    x = slot_matrix(emb, cfg) if x is None else x
     labels = da.map_blocks(lambda b: assign_block(b, centers)[0], x, drop_axis=1, dtype=np.int32)
     sqdist = da.map_blocks(lambda b: assign_block(b, centers)[1], x, drop_axis=1, dtype=np.float64)
     nt, nl = sub.shape[:2]
     dims = ("time", "lead_time")
     out = xr.Dataset(
-        {"cluster": (dims, labels.reshape(nt, nl)), "cluster_sqdist": (dims, sqdist.reshape(nt, nl))},
+        {"cluster": (dims, unflatten_slots(labels, (nt, nl))),
+         "cluster_sqdist": (dims, unflatten_slots(sqdist, (nt, nl)))},
         coords={"time": sub["time"], "lead_time": sub["lead_time"]},
     )
     if cfg.lead is not None:
@@ -474,18 +486,6 @@ def _fit_dask_ml(x: da.Array, cfg: KMeansConfig) -> KMeansFit:
     ).fit(x)
     n_iter = int(km.n_iter_)
     return KMeansFit(np.asarray(km.cluster_centers_, dtype=np.float64), n_iter, n_iter < cfg.max_iter, -1, "dask-ml")
-
-
-def _compute(client: Client | None, *args: Any) -> Any:
-    import dask
-
-    if client is not None:
-        return client.gather(client.compute(list(args)))
-    return dask.compute(*args)
-
-
-def _persist(client: Client | None, x: Any) -> Any:
-    return client.persist(x) if client is not None else x.persist()
 
 
 def init_scalable(x: da.Array, cfg: KMeansConfig, client: Client | None = None) -> tuple[np.ndarray, int]:
@@ -654,12 +654,16 @@ def run(cfg: Config, client: Client | None, *, decoder: Predictor | None = None)
     import dask.array as da
 
     from wxdask import store
+    from wxdask.client import compute
 
     kcfg = cfg.kmeans
     ds = store.open_input(cfg.store, ["embedding"])
     emb = ds["embedding"]
+    # built and persisted once: every later graph (fit, labels) starts from these keys, so none of the
+    # matrix's own keys is submitted again in a differently optimized graph (distributed's run_spec warning)
     x_all = slot_matrix(emb, kcfg)
-    (valid,) = _compute(client, da.isfinite(x_all).all(axis=1))
+    x_all = client.persist(x_all) if client is not None else x_all.persist()
+    (valid,) = compute(client, [da.isfinite(x_all).all(axis=1)], scheduler=None)
     rows = np.flatnonzero(valid)
     if rows.size < kcfg.k:
         raise StoreLayoutError(f"store {cfg.store.url!r} has {rows.size} embedded slots; kmeans.k={kcfg.k} needs more")
@@ -667,8 +671,8 @@ def run(cfg: Config, client: Client | None, *, decoder: Predictor | None = None)
     x = client.persist(x) if client is not None else x.persist()
     result = fit(x, kcfg, client, engine=kcfg.engine)
     del x
-    out = regimes(emb, result.centers, kcfg)
-    (labels, sqdist) = _compute(client, out["cluster"].data, out["cluster_sqdist"].data)
+    out = regimes(emb, result.centers, kcfg, x=x_all)
+    (labels, sqdist) = compute(client, [out["cluster"].data, out["cluster_sqdist"].data], scheduler=None)
     # number the clusters by decreasing size
     order = size_order(labels, kcfg.k)
     rank = np.empty(kcfg.k, dtype=np.int32)
@@ -731,13 +735,13 @@ def plot_centroids(cfg: Config, ds: xr.Dataset, centers: np.ndarray, sizes: np.n
                    decoder: Predictor | None = None) -> str:
     """Decode each centroid and write one PNG panel of the k maps, titled with their sizes."""
     from wxdask import plots
+    from wxdask.models import decoder_for
 
     clip_max = cfg.model.clip_max
     if decoder is None:
-        model_dir = cfg.kmeans.model_dir or ds["embedding"].attrs.get("model_dir") or ds.attrs.get("model_dir") \
-            or cfg.embed.model_dir
-        decoder, clip_max = plots.load_decoder(str(model_dir), clip_max)
-    images = plots.decode_dbz(np.asarray(centers, dtype=np.float32), decoder, clip_max)
+        decoder, info = decoder_for(cfg.kmeans.model_dir, ds["embedding"].attrs, cfg.store.url)
+        clip_max = info["clip_max"]
+    images = decode_dbz(np.asarray(centers, dtype=np.float32), decoder, clip_max=clip_max)
     total = max(int(np.sum(sizes)), 1)
     titles = [f"regime {i}: {int(n)} slots ({100 * n / total:.0f}%)" for i, n in enumerate(sizes)]
     lat = ds["latitude"].values if "latitude" in ds.variables else None

@@ -4,7 +4,12 @@ Core (pure numpy, no Keras): :func:`scale_input`, :func:`scale_raw`,
 :func:`crop_padding`, :func:`fit_config_to_grid`.
 Keras (imported lazily, with an install hint): :func:`build_autoencoder`,
 :func:`encoder_of`, :func:`decoder_of`, :func:`load_model`.
-Model directory: :func:`read_metadata`, :func:`write_metadata`, :func:`model_hash`.
+Model directory: :func:`read_metadata`, :func:`write_metadata`, :func:`model_hash`,
+:class:`ModelDir` (a directory as a :class:`wxdask.models.ModelSource`, with its
+typed :class:`ModelInfo`), :func:`resolve_model` (which directory a stage uses)
+and :func:`check_model` (is it the model that made the store's embedding).
+Decoding to dBZ: :func:`decode_dbz`, the one place a decoder's output is clipped
+and scaled (decode, interpolate, kmeans and the plots all use it).
 
 The architecture is the seed's (Lakshmanan 2020): crop the grid to a multiple
 of ``pool ** n_layers``; ``n_layers`` blocks of Conv2D (ReLU, same padding)
@@ -27,8 +32,10 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
 
 import numpy as np
 
@@ -39,6 +46,14 @@ if TYPE_CHECKING:  # pragma: no cover
     import keras
 
 __all__ = [
+    "Predictor",
+    "ModelInfo",
+    "ModelDir",
+    "RAW_SCALE",
+    "decode_dbz",
+    "resolve_model",
+    "check_model",
+    "load_checkpoint",
     "MODEL_FILE",
     "METADATA_FILE",
     "EMBEDDING_LAYER",
@@ -64,6 +79,8 @@ METADATA_FILE = "metadata.json"
 EMBEDDING_LAYER = "refc_embedding"
 #: Named grids and their shapes ``(ny, nx)``.
 GRIDS = {"coarse": (66, 112), "hrrr": (1059, 1799)}
+#: Scale of the stored ``refc`` integers: 1/16 dBZ.
+RAW_SCALE = 0.0625
 #: Smallest pooled bottleneck side a model may have (fewer rows/columns lose the layout).
 MIN_POOLED = 2
 
@@ -79,6 +96,22 @@ def _keras() -> Any:
     if int(keras.__version__.split(".")[0]) < 3:  # pragma: no cover
         raise ImportError(f"wxdask needs Keras 3, found keras {keras.__version__}: `pip install -U keras`")
     return keras
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """Anything with ``predict(x) -> numpy.ndarray`` (a Keras predictor, or a numpy fake in tests)."""
+
+    def predict(self, x: np.ndarray) -> np.ndarray: ...
+
+
+class ModelInfo(TypedDict):
+    """What a stage needs to know of a model, read without importing a framework."""
+
+    hash: str
+    grid: tuple[int, int]
+    n_latent: int
+    clip_max: float
 
 
 # ----------------------------------------------------------------------------- core (numpy)
@@ -139,6 +172,55 @@ def scale_raw(x_int16: np.ndarray, clip_max: float = 60.0) -> np.ndarray:
     x = np.asarray(x_int16).astype(np.float32)
     x *= np.float32(0.0625)  # exact: a power of two
     return scale_input(x, clip_max)
+
+
+def decode_dbz(z: np.ndarray, decoder: Predictor, *, clip_max: float, batch_size: int = 64) -> np.ndarray:
+    """Decode embeddings to images in dBZ, clipped to ``0..clip_max`` as the model's input was.
+
+    Pure: the decoder is an argument.
+
+    Parameters
+    ----------
+    z : numpy.ndarray
+        ``(n, n_latent)`` embeddings, ``n > 0``.
+    decoder : Predictor
+        ``(b, n_latent)`` -> ``(b, ny, nx[, 1])`` in scaled units (1 = ``clip_max`` dBZ).
+    clip_max : float
+        dBZ of a scaled 1.
+    batch_size : int
+        Embeddings per ``decoder.predict`` call.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, ny, nx)`` float32 dBZ in ``0..clip_max``.
+
+    Raises
+    ------
+    ValueError
+        If ``z`` is not ``(n, n_latent)`` with ``n > 0``.
+
+    Examples
+    --------
+    >>> class Fake:
+    ...     def predict(self, z):
+    ...         return np.repeat(z[:, :1, None, None], 3, axis=2)
+    >>> decode_dbz(np.array([[0.5], [1.2]]), Fake(), clip_max=60.0, batch_size=1)[:, 0, 0]
+    array([30., 60.], dtype=float32)
+    """
+    z = np.asarray(z, dtype=np.float32)
+    if z.ndim != 2 or z.shape[0] == 0:
+        raise ValueError(f"decode_dbz takes (n, n_latent) embeddings with n > 0, got shape {z.shape}")
+    parts = []
+    for i in range(0, z.shape[0], batch_size):
+        y = np.asarray(decoder.predict(z[i : i + batch_size]), dtype=np.float32)
+        if y.ndim == 4 and y.shape[-1] == 1:
+            y = y[..., 0]
+        parts.append(y)
+    out = np.concatenate(parts, axis=0)
+    np.clip(out, np.float32(0.0), np.float32(1.0), out=out)
+    out *= np.float32(clip_max)
+    return out
 
 
 def crop_padding(grid_shape: tuple[int, int], multiple: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -334,23 +416,38 @@ def _embedding_layer(model: Any) -> Any:
         raise ModelError(f"model {model.name!r} has no {EMBEDDING_LAYER!r} layer; it is not a wxdask autoencoder") from None
 
 
-def load_model(model_dir: str | os.PathLike, *, compile: bool = False, filename: str = MODEL_FILE) -> keras.Model:
-    """Load ``DIR/model.keras`` (safe mode; any Keras 3 backend).
+def load_model(model_dir: str | os.PathLike) -> keras.Model:
+    """Load ``DIR/model.keras`` (safe mode; any Keras 3 backend), uncompiled.
+
+    Stages do not call this: they go through the per-process cache
+    (:func:`wxdask.models.get_model` with a :class:`ModelDir`), which loads
+    each model once.
 
     Parameters
     ----------
     model_dir : str or path
         Model directory.
-    compile : bool
-        Restore the optimizer and loss too (for resuming training).
-    filename : str
-        File within the directory (a ``checkpoint-<epoch>.keras`` when resuming).
 
     Raises
     ------
     ModelError
         If the file is missing or cannot be loaded.
     """
+    return _load_keras(model_dir, MODEL_FILE, compile=False)
+
+
+def load_checkpoint(model_dir: str | os.PathLike, filename: str) -> keras.Model:
+    """Load a training checkpoint ``DIR/checkpoint-<epoch>.keras`` compiled (optimizer and loss restored).
+
+    Raises
+    ------
+    ModelError
+        If the file is missing or cannot be loaded.
+    """
+    return _load_keras(model_dir, filename, compile=True)
+
+
+def _load_keras(model_dir: str | os.PathLike, filename: str, *, compile: bool) -> keras.Model:
     path = Path(model_dir) / filename
     if not path.is_file():
         raise ModelError(f"no model at {str(path)!r}; train one with `wxdask train --model {model_dir}`")
@@ -429,3 +526,145 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, tuple):
         return list(value)
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+# ----------------------------------------------------------------------------- which model
+
+
+def _metadata_value(meta: dict, *names: str) -> Any:
+    """First of ``names`` found in ``meta``, its ``model``/``config``/``scaling`` sections."""
+    places = [meta]
+    for sec in ("model", "config", "scaling"):
+        if isinstance(meta.get(sec), dict):
+            places.append(meta[sec])
+            if isinstance(meta[sec].get("model"), dict):
+                places.append(meta[sec]["model"])
+    for place in places:
+        for name in names:
+            if place.get(name) is not None:
+                return place[name]
+    return None
+
+
+@dataclass(frozen=True)
+class ModelDir:
+    """A trained model directory (``model.keras`` + ``metadata.json``) as a model source.
+
+    Small and picklable: workers load the model through
+    :func:`wxdask.models.get_model`, once per process.
+
+    Parameters
+    ----------
+    path : str
+        Model directory.
+    """
+
+    path: str
+
+    def metadata(self) -> ModelInfo:
+        """Hash, grid, embedding size and clip of the model, from its directory (no Keras import).
+
+        Raises
+        ------
+        ModelError
+            If the directory holds no model or its metadata lacks the grid.
+        """
+        digest = model_hash(self.path)
+        meta = read_metadata(self.path)
+        grid = _metadata_value(meta, "grid_shape", "grid")
+        if isinstance(grid, dict):
+            grid = grid.get("shape")
+        if isinstance(grid, str):
+            grid = GRIDS.get(grid)
+        if not (isinstance(grid, (list, tuple)) and len(grid) == 2):
+            raise ModelError(f"model metadata in {self.path!r} does not give the grid shape; retrain the model")
+        return ModelInfo(hash=digest, grid=(int(grid[0]), int(grid[1])),
+                         n_latent=int(_metadata_value(meta, "n_latent") or 50),
+                         clip_max=float(_metadata_value(meta, "clip_max") or 60.0))
+
+    def load(self) -> keras.Model:
+        """The whole autoencoder (call through :func:`wxdask.models.get_model`)."""
+        return load_model(self.path)
+
+    def encoder(self, model: Any, *, batch_size: int) -> Predictor:
+        """Stored int16 images -> embeddings, scaled on the device (:class:`wxdask.models.KerasRawEncoder`)."""
+        from wxdask.models import KerasRawEncoder
+
+        return KerasRawEncoder(encoder_of(model), clip_max=self.metadata()["clip_max"], batch_size=batch_size)
+
+    def decoder(self, model: Any, *, batch_size: int) -> Predictor:
+        """Embeddings -> scaled images (:func:`decoder_of`)."""
+        from wxdask.models import KerasPredictor
+
+        return KerasPredictor(decoder_of(model), batch_size=batch_size)
+
+
+def _given(value: Any) -> str | None:
+    """A model directory that was given: not None, empty, or the text ``"None"`` of an old store."""
+    if value is None or isinstance(value, float):
+        return None
+    text = os.fspath(value) if hasattr(value, "__fspath__") else str(value)
+    return text if text.strip() and text != "None" else None
+
+
+def resolve_model(explicit_dir: str | os.PathLike | None, embedding_attrs: Mapping[str, Any] | None = None) -> ModelDir:
+    """The model directory a stage uses: the one configured, else the one recorded with the embedding.
+
+    Parameters
+    ----------
+    explicit_dir : str or path or None
+        The stage's configured ``model_dir`` (``--model``).
+    embedding_attrs : mapping, optional
+        Attributes of the store's ``embedding`` (``model_dir`` as written by ``wxdask embed``).
+
+    Returns
+    -------
+    ModelDir
+
+    Raises
+    ------
+    ModelError
+        If neither names a directory.
+
+    Examples
+    --------
+    >>> resolve_model("m1", {"model_dir": "m2"}).path, resolve_model(None, {"model_dir": "m2"}).path
+    ('m1', 'm2')
+    """
+    found = _given(explicit_dir) or _given((embedding_attrs or {}).get("model_dir"))
+    if found is None:
+        raise ModelError("no model directory: give one with --model (the stage's model_dir); "
+                         "the store's embedding records none")
+    return ModelDir(found)
+
+
+def check_model(source: Any, embedding_attrs: Mapping[str, Any], store_url: str) -> ModelInfo:
+    """The model's metadata, after checking it is the model that made the store's embedding.
+
+    Parameters
+    ----------
+    source : ModelSource
+        A :class:`ModelDir` (or a test double with ``path`` and ``metadata()``).
+    embedding_attrs : mapping
+        Attributes of the store's ``embedding`` (its ``model_hash``).
+    store_url : str
+        The store, for the message.
+
+    Returns
+    -------
+    ModelInfo
+
+    Raises
+    ------
+    ModelError
+        If the model is missing, or its hash is not the one recorded with the embedding.
+    """
+    meta = source.metadata()
+    made_by = embedding_attrs.get("model_hash")
+    if made_by != meta["hash"]:
+        raise ModelError(
+            f"the embeddings in {store_url!r} were made by model {made_by}, but {source.path!r} holds "
+            f"model {meta['hash']}; use the model that made them, or re-embed with "
+            f"`wxdask embed --store {store_url} --model {source.path}`"
+        )
+    return meta

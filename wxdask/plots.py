@@ -1,8 +1,9 @@
 """Pictures: panels of reflectivity maps on the lat/lon grid, and images decoded from embeddings.
 
-Core (pure): :func:`dbz_colormap`, :func:`decode_dbz`, :func:`clip_max_of`.
+Core (pure): :func:`dbz_colormap`.
 Files: :func:`image_panel` (one PNG of several maps, with a dBZ colour scale),
-:func:`series_plot` (lines over time), :func:`load_decoder` (the model's decoder).
+:func:`series_plot` (lines over time). Images decoded from embeddings come from
+:func:`wxdask.model.decode_dbz` with a decoder from :mod:`wxdask.models`.
 
 Maps follow the store's orientation (row 0 is the southern edge). Matplotlib
 runs headless (the Agg backend); large grids are thinned for drawing only.
@@ -11,7 +12,7 @@ runs headless (the Agg backend); large grids are thinned for drawing only.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -19,13 +20,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.colors import BoundaryNorm, ListedColormap
 
 __all__ = [
-    "Predictor",
     "DBZ_LEVELS",
     "DBZ_COLORS",
     "dbz_colormap",
-    "decode_dbz",
-    "clip_max_of",
-    "load_decoder",
     "image_panel",
     "series_plot",
 ]
@@ -43,13 +40,6 @@ DBZ_COLORS = (
 MAX_DRAW = 600
 
 
-class Predictor(Protocol):
-    """Anything with ``predict(x) -> numpy.ndarray`` (a Keras model, or a numpy fake in tests)."""
-
-    def predict(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - protocol
-        ...
-
-
 def dbz_colormap() -> tuple[ListedColormap, BoundaryNorm]:
     """The reflectivity colour map and its norm (5 dBZ bands from 5 to 75; blank below 5).
 
@@ -64,88 +54,6 @@ def dbz_colormap() -> tuple[ListedColormap, BoundaryNorm]:
     cmap = ListedColormap(list(DBZ_COLORS), name="nws_reflectivity").with_extremes(
         under=(1, 1, 1, 0), over=DBZ_COLORS[-1], bad=(0.85, 0.85, 0.85, 1))
     return cmap, BoundaryNorm(DBZ_LEVELS, cmap.N)
-
-
-def decode_dbz(z: np.ndarray, decoder: Predictor, clip_max: float, batch_size: int = 64) -> np.ndarray:
-    """Decode embeddings to images in dBZ with a decoder whose output is in scaled units.
-
-    Parameters
-    ----------
-    z : numpy.ndarray
-        ``(n, n_latent)`` embeddings.
-    decoder : Predictor
-        ``predict((b, n_latent)) -> (b, ny, nx[, 1])``, scaled ``0..1``.
-    clip_max : float
-        dBZ of a scaled 1 (the model's clip).
-    batch_size : int
-        Embeddings per ``predict`` call.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(n, ny, nx)`` float32 dBZ.
-
-    Examples
-    --------
-    >>> class Fake:
-    ...     def predict(self, z):
-    ...         return np.repeat(z[:, :1, None, None], 2, axis=2)
-    >>> decode_dbz(np.array([[0.5, 9.0]]), Fake(), 60.0)
-    array([[[30., 30.]]], dtype=float32)
-    """
-    z = np.asarray(z, dtype=np.float32)
-    out = []
-    for start in range(0, z.shape[0], batch_size):
-        batch = z[start:start + batch_size]
-        try:
-            y = decoder.predict(batch, verbose=0)
-        except TypeError:
-            y = decoder.predict(batch)
-        y = np.asarray(y, dtype=np.float32)
-        if y.ndim == 4 and y.shape[-1] == 1:
-            y = y[..., 0]
-        out.append(y * np.float32(clip_max))
-    if not out:
-        return np.zeros((0, 0, 0), dtype=np.float32)
-    return np.concatenate(out, axis=0)
-
-
-def clip_max_of(model_dir: str, default: float = 60.0) -> float:
-    """The model's clip (dBZ of a scaled 1) from its metadata, else ``default``."""
-    try:
-        from wxdask.model import read_metadata
-
-        meta = read_metadata(model_dir)
-    except Exception:  # noqa: BLE001 - no metadata: the default scale
-        return float(default)
-    return float(_find_key(meta, "clip_max", default))
-
-
-def _find_key(data: Any, key: str, default: Any) -> Any:
-    if isinstance(data, dict):
-        if key in data and isinstance(data[key], (int, float)):
-            return data[key]
-        for value in data.values():
-            found = _find_key(value, key, None)
-            if found is not None:
-                return found
-    return default
-
-
-def load_decoder(model_dir: str, default_clip: float = 60.0) -> tuple[Predictor, float]:
-    """Load the trained model's decoder and its clip, via :mod:`wxdask.model`.
-
-    Raises
-    ------
-    ModelError
-        If there is no model (from :func:`wxdask.model.load_model`).
-    ImportError
-        If wxdask.model or Keras is not available.
-    """
-    from wxdask import model as wxmodel
-
-    mdl = wxmodel.load_model(model_dir)
-    return wxmodel.decoder_of(mdl), clip_max_of(model_dir, default_clip)
 
 
 def _thin(a: np.ndarray) -> np.ndarray:

@@ -5,9 +5,8 @@ Distances are squared Euclidean, as the seed reported them.
 Core (pure numpy): :func:`prepare_base`, :func:`knn_block`, :func:`merge_knn`.
 Lazy wrappers: :func:`knn` (a Dask array of neighbours for a Dask array of
 queries) and :func:`nearest_neighbours` (every slot of the store's embedding).
-I/O: :func:`run` (all pairs, written back to the store) and :func:`query`
-(one time or one image), with :func:`format_table`, :func:`query_table` and
-:func:`plot_query` for people.
+I/O: :func:`run` (all pairs, written back to the store). One-off queries (one
+time or one image) and their tables and pictures are in :mod:`wxdask.query`.
 
 How the search is blocked: the database (``N x n_latent`` float32, 20 MB for
 ten years of hourly analyses) is prepared once, as a single graph key, and
@@ -29,22 +28,19 @@ seed's "not within +/- 1 day"; ``0`` drops only the query itself); missing
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import xarray as xr
 
-from wxdask.config import Config, SearchConfig, parse_duration, parse_time
+from wxdask.config import Config, SearchConfig, parse_duration
 from wxdask.errors import ConfigError, StoreLayoutError
-from wxdask.plots import Predictor
 
 if TYPE_CHECKING:  # pragma: no cover
     import dask.array as da
     from distributed import Client
 
 __all__ = [
-    "Predictor",
     "PreparedBase",
     "NEIGHBOR_DTYPE",
     "prepare_base",
@@ -52,11 +48,8 @@ __all__ = [
     "merge_knn",
     "knn",
     "nearest_neighbours",
-    "SearchResult",
-    "query",
-    "format_table",
-    "query_table",
-    "plot_query",
+    "window_hours",
+    "check_embedding",
     "run",
 ]
 
@@ -157,7 +150,14 @@ def _hours(time: np.ndarray | None) -> np.ndarray | None:
     return t.astype(np.int64)
 
 
-def _window_hours(window: Any) -> int:
+def window_hours(window: Any) -> int:
+    """An exclusion window (hours, ``"1d"``-style text, or a timedelta64) as whole hours.
+
+    Examples
+    --------
+    >>> window_hours("1d"), window_hours(np.timedelta64(3, "h")), window_hours(None)
+    (24, 3, 0)
+    """
     if isinstance(window, np.timedelta64):
         return int(window.astype("timedelta64[h]").astype(np.int64))
     if isinstance(window, str):
@@ -226,7 +226,7 @@ def knn_block(
     if base_time is not None and isinstance(base, PreparedBase):
         prep = prep._replace(time=_hours(base_time))
     return _knn_prepared(np.asarray(q), prep, k, q_index=q_index, q_time=_hours(q_time),
-                         window=_window_hours(exclude_window), chunk_size=chunk_size)
+                         window=window_hours(exclude_window), chunk_size=chunk_size)
 
 
 def _knn_prepared(
@@ -497,7 +497,7 @@ def knn(
     (base_key,) = one.to_delayed().ravel()
     prep = dask.delayed(prepare_base, pure=True)(base_key, base_time, base_lead,
                                                  dask_key_name=f"prepare-base-{one.name}")
-    kwargs = {"k": int(k), "window": _window_hours(exclude_window), "chunk_size": int(chunk_size)}
+    kwargs = {"k": int(k), "window": window_hours(exclude_window), "chunk_size": int(chunk_size)}
     if query_time is not None:
         kwargs["q_time"] = _hours(query_time)
     from dask.base import tokenize
@@ -538,26 +538,22 @@ def nearest_neighbours(emb: xr.DataArray, cfg: SearchConfig) -> xr.Dataset:
     """
     import dask.array as da
 
-    _check_embedding(emb)
+    from wxdask.store import flatten_slots, unflatten_slots
+
+    check_embedding(emb)
     full_leads = emb["lead_time"].values
     sub = emb
     if cfg.lead is not None:
         if cfg.lead not in set(full_leads.tolist()):
             raise ConfigError(f"search.lead {cfg.lead} is not in the store's leads {full_leads.tolist()}")
         sub = emb.sel(lead_time=[cfg.lead])
-    nt, nl, d = sub.shape
+    nt, nl, _ = sub.shape
     tb = max(1, cfg.block_size // nl)
-    data = sub.data
-    if not isinstance(data, da.Array):
-        data = da.from_array(np.asarray(data))
-    data = data.rechunk({0: tb, 1: -1, 2: -1})
-    flat = data.reshape(nt * nl, d)
-    times = np.repeat(sub["time"].values, nl)
-    leads = np.tile(sub["lead_time"].values.astype(np.int64), nt)
+    flat, times, leads = flatten_slots(sub, cfg.block_size)
     qidx = da.arange(nt * nl, chunks=(flat.chunks[0],), dtype=np.int64)
     rec = knn(flat, flat, cfg.k, base_time=times, base_lead=leads, query_index=qidx,
               exclude_window=cfg.exclude_window, block_size=tb * nl, chunk_size=cfg.chunk_size)
-    rec = rec.reshape(nt, nl, cfg.k)
+    rec = unflatten_slots(rec, (nt, nl))
     coords = {"time": sub["time"], "lead_time": sub["lead_time"], "rank": np.arange(1, cfg.k + 1)}
     dims = ("time", "lead_time", "rank")
     out = xr.Dataset(
@@ -587,298 +583,19 @@ def _search_attrs(cfg: SearchConfig) -> dict:
             "search_lead": -1 if cfg.lead is None else cfg.lead, "search_metric": "squared euclidean"}
 
 
-def _check_embedding(emb: xr.DataArray) -> None:
+def check_embedding(emb: xr.DataArray) -> None:
+    """Check the embedding has the store contract's dims.
+
+    Raises
+    ------
+    StoreLayoutError
+        If its dims are not ``(time, lead_time, latent)``.
+    """
     if emb.dims != ("time", "lead_time", "latent"):
         raise StoreLayoutError(f"embedding must have dims (time, lead_time, latent), got {emb.dims}")
 
 
 # ----------------------------------------------------------------------------- I/O
-
-
-@dataclass
-class SearchResult:
-    """Neighbours of one query.
-
-    Attributes
-    ----------
-    label : str
-        What was searched (``2019-09-20T05 lead 0`` or an image's name).
-    time : numpy.datetime64 or None
-        The query slot's time, when it came from the store.
-    lead : int or None
-        The query slot's lead.
-    neighbors : numpy.ndarray
-        ``(k,)`` records of :data:`NEIGHBOR_DTYPE`, nearest first.
-    embedding : numpy.ndarray
-        The query embedding.
-    image : numpy.ndarray or None
-        The query image in dBZ, when the query was an image.
-    """
-
-    label: str
-    time: np.datetime64 | None
-    lead: int | None
-    neighbors: np.ndarray
-    embedding: np.ndarray
-    image: np.ndarray | None = None
-    multi_lead: bool = field(default=False)
-
-
-def query(
-    cfg: Config,
-    client: Client | None,
-    *,
-    time: str | np.datetime64 | None = None,
-    lead: int | None = None,
-    image: np.ndarray | str | None = None,
-    encoder: Predictor | None = None,
-) -> SearchResult:
-    """Search the store for the neighbours of one slot or one image.
-
-    Parameters
-    ----------
-    cfg : Config
-        Uses ``cfg.store`` and ``cfg.search`` (``k``, ``exclude_window``,
-        ``lead``: search that lead only, else every slot).
-    client : distributed.Client or None
-        Where the search runs (the current scheduler when ``None``).
-    time : str or numpy.datetime64, optional
-        Query slot's initialisation time; its lead is ``lead``, else
-        ``cfg.search.lead``, else the first lead in the store.
-    lead : int, optional
-        Query slot's lead.
-    image : numpy.ndarray or str, optional
-        An image in dBZ ``(y, x)``, or the path of a GRIB2 file holding REFC,
-        to encode with the model's encoder and search (no exclusion window).
-    encoder : Predictor, optional
-        Encoder to use instead of loading the model (tests).
-
-    Returns
-    -------
-    SearchResult
-
-    Raises
-    ------
-    ConfigError
-        If neither or both of ``time`` and ``image`` are given, or the slot is
-        not in the store or is missing.
-    """
-    import dask.array as da
-
-    from wxdask import store
-
-    if (time is None) == (image is None):
-        raise ConfigError("give either a query time (--time 2019-09-20T05) or a query image (--image FILE), not both")
-    scfg = cfg.search
-    ds = store.open_input(cfg.store, ["embedding"])
-    emb = ds["embedding"]
-    _check_embedding(emb)
-    base_emb = emb if scfg.lead is None else emb.sel(lead_time=[scfg.lead])
-    nt, nl, d = base_emb.shape
-    base_flat = base_emb.data.reshape(nt * nl, d)
-    times = np.repeat(base_emb["time"].values, nl)
-    leads = np.tile(base_emb["lead_time"].values.astype(np.int64), nt)
-    img = None
-    if image is not None:
-        img, label = _read_image(image)
-        if encoder is None:
-            encoder, clip_max = _load_encoder(_model_dir(cfg, ds))
-        else:
-            clip_max = cfg.model.clip_max
-        qvec = _encode(img, encoder, clip_max)
-        q_index = np.array([-1])
-        q_time = None
-        window = 0
-        t_query, lead_query = None, None
-    else:
-        t_query = parse_time(time, "--time")
-        searched = base_emb["lead_time"].values.tolist()
-        lead_query = int(lead) if lead is not None else int(searched[0])
-        tpos = np.flatnonzero(base_emb["time"].values.astype("datetime64[h]") == t_query)
-        lpos = np.flatnonzero(base_emb["lead_time"].values == lead_query)
-        if tpos.size == 0 or lpos.size == 0:
-            times_all = emb["time"].values.astype("datetime64[h]")
-            raise ConfigError(f"query slot {t_query} lead {lead_query} is not in store {cfg.store.url!r} "
-                              f"(times {times_all[0]} .. {times_all[-1]}, leads searched {searched})")
-        flat_pos = int(tpos[0]) * nl + int(lpos[0])
-        qvec = np.asarray(base_emb.isel(time=int(tpos[0]), lead_time=int(lpos[0])).values, dtype=np.float32)
-        if not np.isfinite(qvec).all():
-            raise ConfigError(f"query slot {t_query} lead {lead_query} has no embedding (missing image)")
-        q_index = np.array([flat_pos])
-        q_time = np.array([t_query])
-        window = _window_hours(scfg.exclude_window)
-        label = f"{np.datetime_as_string(t_query, unit='h')} lead {lead_query}"
-    rec = knn(da.from_array(qvec[None, :]), base_flat, scfg.k, base_time=times, base_lead=leads,
-              query_index=da.from_array(q_index), query_time=q_time, exclude_window=window,
-              block_size=1, chunk_size=scfg.chunk_size)
-    if client is not None:
-        result = client.compute(rec).result()
-    else:
-        result = rec.compute()
-    return SearchResult(label=label, time=t_query, lead=lead_query, neighbors=result[0], embedding=qvec,
-                        image=img, multi_lead=nl > 1)
-
-
-def format_table(result: SearchResult) -> str:
-    """The neighbours as a text table, like the seed's (time, squared distance).
-
-    Examples
-    --------
-    >>> rec = np.zeros(2, dtype=NEIGHBOR_DTYPE)
-    >>> rec["time"] = np.array(["2019-09-21T07", "NaT"], dtype="M8[ns]")
-    >>> rec["sqdist"] = [0.25, np.nan]; rec["index"] = [3, -1]
-    >>> print(format_table(SearchResult("2019-09-20T05 lead 0", None, 0, rec, np.zeros(1))))
-    neighbours of 2019-09-20T05 lead 0
-    rank  time                  sqdist
-       1  2019-09-21T07:00  0.250000
-    """
-    lines = [f"neighbours of {result.label}"]
-    head = "rank  time              " + ("  lead" if result.multi_lead else "") + "    sqdist"
-    lines.append(head)
-    for rank, row in enumerate(result.neighbors, start=1):
-        if row["index"] < 0:
-            continue
-        t = np.datetime_as_string(row["time"].astype("M8[m]"), unit="m")
-        lead = f"  {int(row['lead']):4d}" if result.multi_lead else ""
-        lines.append(f"{rank:4d}  {t}{lead}  {float(row['sqdist']):.6f}")
-    if len(lines) == 2:
-        lines.append("   (no other slot qualifies)")
-    return "\n".join(lines)
-
-
-def query_table(cfg: Config, client: Client | None, time: str | np.datetime64, lead: int | None = None) -> str:
-    """Search one store slot and return its neighbours as a table (for ``wxdask demo``)."""
-    return format_table(query(cfg, client, time=time, lead=lead))
-
-
-def plot_query(cfg: Config, result: SearchResult, path: str, *, decoder: Predictor | None = None) -> str:
-    """Write a PNG of the query image beside its neighbours' images, with times and distances.
-
-    Images come from the store's ``refc``; a slot without one is decoded from
-    its embedding when a model (or ``decoder``) is available, else left blank.
-
-    Returns
-    -------
-    str
-        ``path``.
-    """
-    from wxdask import plots, store
-
-    ds = store.open_input(cfg.store, ["embedding"])
-    have = result.neighbors[result.neighbors["index"] >= 0]
-    slots = [(row["time"], int(row["lead"])) for row in have]
-    if result.image is not None:
-        images = [np.asarray(result.image, dtype=np.float32)] + _slot_images(ds, slots)
-    else:
-        images = _slot_images(ds, [(result.time, result.lead)] + slots)
-    vectors = [result.embedding] + [ds["embedding"].sel(time=t, lead_time=lead).values for t, lead in slots]
-    missing = [i for i, im in enumerate(images) if im is None]
-    if missing:
-        try:
-            clip_max = cfg.model.clip_max
-            if decoder is None:
-                decoder, clip_max = plots.load_decoder(_model_dir(cfg, ds))
-            decoded = plots.decode_dbz(np.stack([vectors[i] for i in missing]), decoder, clip_max)
-            for j, i in enumerate(missing):
-                images[i] = decoded[j]
-        except Exception as exc:  # noqa: BLE001 - no model here: leave those panels blank
-            logger.warning("cannot decode %d image(s) from embeddings (%s); leaving them blank", len(missing), exc)
-    titles = [f"query {result.label}"]
-    for rank, row in enumerate(have, start=1):
-        t = np.datetime_as_string(row["time"].astype("M8[h]"), unit="h")
-        lead = f" +{int(row['lead'])}h" if result.multi_lead else ""
-        titles.append(f"#{rank} {t}{lead}\nsqdist {float(row['sqdist']):.4g}")
-    lat = ds["latitude"].values if "latitude" in ds.variables else None
-    lon = ds["longitude"].values if "longitude" in ds.variables else None
-    plots.image_panel(images, titles, path, latitude=lat, longitude=lon,
-                      suptitle=f"analogs of {result.label} (squared distance in embedding space)")
-    return path
-
-
-def _slot_images(ds: xr.Dataset, slots: list[tuple[Any, Any]]) -> list[np.ndarray | None]:
-    out: list[np.ndarray | None] = []
-    for t, lead in slots:
-        if "refc" not in ds or t is None:
-            out.append(None)
-            continue
-        img = np.asarray(ds["refc"].sel(time=t, lead_time=lead).values, dtype=np.float32)
-        out.append(None if not np.isfinite(img).any() else img)
-    return out
-
-
-def _model_dir(cfg: Config, ds: xr.Dataset) -> str:
-    for candidate in (getattr(cfg.search, "model_dir", None), ds["embedding"].attrs.get("model_dir"),
-                      ds.attrs.get("model_dir")):
-        if candidate:
-            return str(candidate)
-    return cfg.embed.model_dir
-
-
-def _load_encoder(model_dir: str) -> tuple[Predictor, float]:
-    from wxdask import model as wxmodel
-    from wxdask.plots import clip_max_of
-
-    mdl = wxmodel.load_model(model_dir)
-    return wxmodel.encoder_of(mdl), clip_max_of(model_dir, 60.0)
-
-
-def _encode(img: np.ndarray, encoder: Predictor, clip_max: float) -> np.ndarray:
-    from wxdask.model import scale_input
-
-    x = scale_input(np.asarray(img, dtype=np.float32), clip_max)[None, :, :, None]
-    try:
-        z = encoder.predict(x, verbose=0)
-    except TypeError:
-        z = encoder.predict(x)
-    return np.asarray(z, dtype=np.float32).reshape(-1)
-
-
-def _read_image(image: np.ndarray | str) -> tuple[np.ndarray, str]:
-    """An image in dBZ, from an array or a GRIB2 file holding REFC (row 0 south, as HRRR stores it)."""
-    if not isinstance(image, (str, bytes)) and not hasattr(image, "__fspath__"):
-        arr = np.asarray(image, dtype=np.float32)
-        if arr.ndim != 2:
-            raise ConfigError(f"a query image must be 2-D (y, x), got shape {arr.shape}")
-        return arr, "image"
-    import os
-
-    path = os.fspath(image)
-    if not os.path.exists(path):
-        from wxdask.errors import SourceNotFoundError
-
-        raise SourceNotFoundError(f"query image {path!r} does not exist")
-    if path.endswith(".npy"):
-        return _read_image(np.load(path))[0], os.path.basename(path)
-    from wxdask.ingest import decode_refc
-
-    with open(path, "rb") as f:
-        data = f.read()
-    sixteenths, _grid = decode_refc(_first_refc_message(data, path))  # int16, 1/16 dBZ
-    return np.asarray(sixteenths, dtype=np.float32) / np.float32(16.0), os.path.basename(path)
-
-
-def _first_refc_message(data: bytes, path: str) -> bytes:
-    """The bytes of the REFC message in a GRIB2 file (the whole file if it holds one message)."""
-    import eccodes
-
-    from wxdask.errors import CorruptMessageError
-
-    offset = 0
-    while True:
-        start = data.find(b"GRIB", offset)
-        if start < 0:
-            break
-        length = int.from_bytes(data[start + 8:start + 16], "big")
-        msg = data[start:start + length]
-        h = eccodes.codes_new_from_message(msg)
-        try:
-            name = eccodes.codes_get(h, "shortName")
-        finally:
-            eccodes.codes_release(h)
-        if name == "refc":
-            return msg
-        offset = start + max(length, 4)
-    raise CorruptMessageError(f"{path!r} holds no REFC (composite reflectivity) GRIB2 message")
 
 
 def run(cfg: Config, client: Client | None) -> str:

@@ -19,7 +19,8 @@ from typing import Any, Iterable
 
 from wxdask.config import Config, StoreConfig
 
-__all__ = ["make_refc_store", "FlakyProxy", "FakeEncoder", "FakeDecoder", "FakeModelSource", "save_fake_model"]
+__all__ = ["make_refc_store", "FlakyProxy", "FakeEncoder", "FakeDecoder", "FakeModelSource", "HostScaledEncoder",
+           "save_fake_model", "save_model_dir_stub"]
 
 logger = logging.getLogger(__name__)
 
@@ -272,9 +273,34 @@ def save_fake_model(model_dir: str | Path, grid_shape: tuple[int, int], n_latent
     return FakeModelSource(str(path))
 
 
+def save_model_dir_stub(model_dir: str | Path, grid_shape: tuple[int, int], n_latent: int = 8,
+                        content: bytes = b"not a keras model") -> str:
+    """Write a model directory that :class:`wxdask.model.ModelDir` reads the metadata of, but cannot load.
+
+    Its hash is that of ``content``: enough to test which model a stage picks
+    and that a model of another hash is refused before anything is loaded.
+
+    Returns
+    -------
+    str
+        The directory.
+    """
+    from wxdask import model as wm
+
+    path = Path(model_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / wm.MODEL_FILE).write_bytes(content)
+    wm.write_metadata(path, {"grid": {"name": "stub", "shape": list(grid_shape)},
+                             "model": {"n_latent": n_latent, "clip_max": 60.0}, "hash": wm.model_hash(path)})
+    return str(path)
+
+
 @dataclass(frozen=True)
 class FakeModelSource:
-    """A :class:`wxdask.embed.ModelSource` for a :func:`save_fake_model` directory (numpy, no Keras)."""
+    """A :class:`wxdask.models.ModelSource` for a :func:`save_fake_model` directory (numpy, no Keras).
+
+    The test double of :class:`wxdask.model.ModelDir`: the same protocol, loaded through the same cache.
+    """
 
     path: str
 
@@ -292,14 +318,22 @@ class FakeModelSource:
             return {"encoder": data["encoder"], "decoder": data["decoder"]}
 
     def encoder(self, model: Any, *, batch_size: int) -> Any:
-        return _HostScaledEncoder(FakeEncoder(model["encoder"]), self.metadata()["clip_max"])
+        return HostScaledEncoder(FakeEncoder(model["encoder"]), self.metadata()["clip_max"])
 
     def decoder(self, model: Any, *, batch_size: int) -> Any:
         return FakeDecoder(model["decoder"], self.metadata()["grid"])
 
 
-class _HostScaledEncoder:
-    """Scales stored int16 images on the host, then calls a scaled-input encoder."""
+class HostScaledEncoder:
+    """A raw-int16 encoder made of a scaled-input one: scales stored int16 images on the host, then calls it.
+
+    Parameters
+    ----------
+    encoder : Predictor
+        Scaled images ``(n, ny, nx, 1)`` -> ``(n, n_latent)``.
+    clip_max : float
+        The model's clip.
+    """
 
     def __init__(self, encoder: Any, clip_max: float) -> None:
         self.encoder = encoder

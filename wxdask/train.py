@@ -1,6 +1,6 @@
 """Training the autoencoder from the Zarr store.
 
-Core (pure numpy): :func:`ok_code`, :func:`valid_days`, :func:`holdout_mask`,
+Core (pure numpy): :func:`valid_days`, :func:`holdout_mask`,
 :func:`split_slots`, :func:`batch_order`.
 Lazy wrapper: :func:`slot_images`, the scaled images of some ``(time, lead_time)``
 slots as a dask array (one chunk per image; never computed here).
@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from wxdask import model as wxmodel
+from wxdask import store as wxstore
 from wxdask.config import Config, ModelConfig, StoreConfig, TrainConfig
 from wxdask.errors import ClusterError, ConfigError, ModelError, StoreLayoutError
 
@@ -49,13 +50,11 @@ __all__ = [
     "CHECKPOINT_FILE",
     "CHECKPOINT_META",
     "TrainPlan",
-    "ok_code",
     "valid_days",
     "holdout_mask",
     "split_slots",
     "batch_order",
     "slot_images",
-    "read_raw",
     "read_images",
     "read_images_cached",
     "ImageCache",
@@ -74,26 +73,6 @@ METADATA_FORMAT = 1
 
 
 # ----------------------------------------------------------------------------- core (numpy)
-
-
-def ok_code(status_attrs: dict) -> int:
-    """The ``status`` value meaning "ok", from CF ``flag_values``/``flag_meanings`` (default 1).
-
-    Examples
-    --------
-    >>> ok_code({"flag_values": [0, 1, 2], "flag_meanings": "not_tried ok absent"})
-    1
-    >>> ok_code({})
-    1
-    """
-    values = status_attrs.get("flag_values")
-    meanings = status_attrs.get("flag_meanings")
-    if values is None or not meanings:
-        return 1
-    names = str(meanings).split()
-    if "ok" not in names or len(names) != len(list(values)):
-        return 1
-    return int(list(values)[names.index("ok")])
 
 
 def valid_days(times: np.ndarray, leads: np.ndarray) -> np.ndarray:
@@ -250,45 +229,9 @@ def _scale_block(block: np.ndarray, clip_max: float) -> np.ndarray:
     return wxmodel.scale_raw(block, clip_max)[..., None]
 
 
-def read_raw(store_cfg: StoreConfig, time_index: np.ndarray, lead_index: np.ndarray) -> np.ndarray:
-    """Read the stored images (int16, 1/16 dBZ) of some slots now, in this thread (no cluster).
-
-    Reads straight from Zarr (:func:`wxdask.store.read_region`, one orthogonal
-    read per lead), about twice as fast as a dask graph per batch.
-
-    Parameters
-    ----------
-    store_cfg : StoreConfig
-        The store.
-    time_index, lead_index : numpy.ndarray
-        Positions of the slots.
-
-    Returns
-    -------
-    numpy.ndarray
-        int16 ``(n, ny, nx)``, in the order of the slots given.
-    """
-    from wxdask import store
-
-    time_index = np.asarray(time_index, dtype=np.int64)
-    lead_index = np.asarray(lead_index, dtype=np.int64)
-    leads = np.unique(lead_index)
-    if leads.size == 1:
-        return np.asarray(store.read_region(store_cfg, "refc", (time_index, int(leads[0]))))
-    out = None
-    for lead in leads:
-        sel = np.nonzero(lead_index == lead)[0]
-        part = store.read_region(store_cfg, "refc", (time_index[sel], int(lead)))
-        if out is None:
-            out = np.empty((time_index.size, *part.shape[1:]), dtype=part.dtype)
-        out[sel] = part
-    assert out is not None
-    return out
-
-
 def read_images(store_cfg: StoreConfig, time_index: np.ndarray, lead_index: np.ndarray, clip_max: float) -> np.ndarray:
     """Read and scale the images of some slots: float32 ``(n, ny, nx, 1)``, in the order given."""
-    return wxmodel.scale_raw(read_raw(store_cfg, time_index, lead_index), clip_max)[..., None]
+    return wxmodel.scale_raw(wxstore.read_slots(store_cfg, time_index, lead_index), clip_max)[..., None]
 
 
 class ImageCache:
@@ -343,7 +286,7 @@ def read_images_cached(store_cfg: StoreConfig, time_index: np.ndarray, lead_inde
     got = [cache.get(k) for k in keys]
     missing = [i for i, g in enumerate(got) if g is None]
     if missing:
-        raw = read_raw(store_cfg, np.asarray(time_index)[missing], np.asarray(lead_index)[missing])
+        raw = wxstore.read_slots(store_cfg, np.asarray(time_index)[missing], np.asarray(lead_index)[missing])
         for j, i in enumerate(missing):
             got[i] = raw[j]
             cache.put(keys[i], raw[j])
@@ -472,7 +415,7 @@ def plan_training(ds: xr.Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig
     if times.size == 0 or leads.size == 0:
         raise StoreLayoutError(f"store {store_url!r} holds no times; ingest a time range first")
     status = np.asarray(ds["status"].values)
-    ok = ok_code(ds["status"].attrs)
+    ok = wxstore.ok_code(ds["status"].attrs)
     n_ok = int((status == ok).sum())
     if n_ok == 0:
         raise StoreLayoutError(
@@ -701,7 +644,7 @@ def fit(store_cfg: StoreConfig, train_cfg: TrainConfig, plan: TrainPlan, *,
 
     if plan.resume and (model_dir / CHECKPOINT_META).exists():
         record = wxmodel.read_metadata(model_dir, CHECKPOINT_META)
-        model = wxmodel.load_model(model_dir, compile=True, filename=record["checkpoint_file"])
+        model = wxmodel.load_checkpoint(model_dir, record["checkpoint_file"])
         initial_epoch = int(record["epochs_done"])
         logger.info("resuming %s from epoch %d", model_dir, initial_epoch)
     else:
