@@ -116,3 +116,74 @@ def test_read_slots_and_ok_mask(tmp_path):
     opened = store.open_input(cfg, ["refc", "status"], decode=False)
     assert store.ok_mask(opened).tolist() == (status == 1).tolist()
     assert store.ok_code({"flag_values": [0, 7], "flag_meanings": "absent ok"}) == 7
+
+def _tree_bytes(root):
+    import hashlib
+    from pathlib import Path
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(root).rglob("*")) if p.is_file()}
+
+
+def _ranked(k, value=1.0):
+    t = HOURS.astype("datetime64[ns]")
+    return xr.Dataset({"n": (("time", "rank"), np.full((6, k), value, "f4")),
+                       "m": (("time", "rank"), np.full((6, k), -value, "f4"))},
+                      coords={"time": t, "rank": np.arange(1, k + 1)})
+
+
+def test_write_variables_replaces_a_dim_of_its_own(tmp_path):
+    cfg = StoreConfig(url=str(tmp_path / "s.zarr"))
+    store.init_output(cfg, _template(HOURS), ENC)
+    store.write_variables(cfg, _ranked(3), attrs={"k": 3})
+    store.write_variables(cfg, _ranked(5, 2.0), attrs={"k": 5})
+    ds = xr.open_zarr(cfg.url)  # consolidated metadata is current
+    assert ds.sizes["rank"] == 5 and ds.attrs["k"] == 5 and ds.attrs["made_by"] == "test"
+    np.testing.assert_array_equal(ds.n.values, 2.0)
+    assert ds.v.shape == (6, 3)
+    assert not (tmp_path / "s.zarr.wxdask" / "staging").exists() or not any(
+        (tmp_path / "s.zarr.wxdask" / "staging").iterdir())
+
+
+def test_write_variables_that_fail_leave_the_store_as_it_was(tmp_path):
+    cfg = StoreConfig(url=str(tmp_path / "s.zarr"))
+    store.init_output(cfg, _template(HOURS), ENC)
+    store.write_variables(cfg, _ranked(3))
+    before = _tree_bytes(cfg.url)
+
+    def boom(block):
+        raise RuntimeError("worker died")
+
+    bad = _ranked(5).chunk({"time": 2})
+    bad["n"] = bad.n.copy(data=bad.n.data.map_blocks(boom, dtype="f4"))
+    with pytest.raises(RuntimeError, match="worker died"):
+        store.write_variables(cfg, bad)
+    assert _tree_bytes(cfg.url) == before
+    assert store.open_store(cfg).sizes["rank"] == 3
+
+
+def test_a_commit_killed_midway_is_finished_by_the_next_writer(tmp_path, monkeypatch):
+    cfg = StoreConfig(url=str(tmp_path / "s.zarr"))
+    store.init_output(cfg, _template(HOURS), ENC)
+    store.write_variables(cfg, _ranked(3))
+    from fsspec.implementations.local import LocalFileSystem
+
+    real_mv = LocalFileSystem.mv
+    calls = []
+
+    def dying_mv(self, src, dst, *args, **kwargs):  # the journal moves first, then one array: then "kill"
+        calls.append(src)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return real_mv(self, src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(LocalFileSystem, "mv", dying_mv)
+    with pytest.raises(KeyboardInterrupt):
+        store.write_variables(cfg, _ranked(5, 2.0), attrs={"k": 5})
+    monkeypatch.setattr(LocalFileSystem, "mv", real_mv)
+    store.recover(cfg)
+    ds = store.open_store(cfg)
+    assert ds.sizes["rank"] == 5 and ds.attrs["k"] == 5
+    np.testing.assert_array_equal(ds.n.values, 2.0)
+    np.testing.assert_array_equal(ds.m.values, -2.0)
+    store.recover(cfg)  # nothing pending: a no-op

@@ -31,6 +31,10 @@ __all__ = [
     "init_output",
     "write_region",
     "write_variables",
+    "staging",
+    "commit",
+    "recover",
+    "control_url",
     "read_region",
     "read_slots",
     "ok_code",
@@ -162,6 +166,7 @@ def init_output(
         )
         return open_store(cfg)
 
+    recover(cfg)
     existing = open_store(cfg)
     _check_compatible(cfg, existing, template, check_equal)
     missing_vars = [v for v in template.data_vars if v not in existing.data_vars]
@@ -513,34 +518,150 @@ def drop_variables(cfg: StoreConfig, names: Iterable[str]) -> None:
             del group[name]
 
 
-def write_variables(cfg: StoreConfig, ds: xr.Dataset, *, encoding: dict | None = None) -> None:
-    """Add or replace whole variables (aligned with the store's dims), computing them.
+def write_variables(cfg: StoreConfig, ds: xr.Dataset, *, encoding: dict | None = None,
+                    attrs: dict | None = None) -> None:
+    """Add or replace whole variables (aligned with the store's dims), computing them, atomically.
 
-    Dask-backed variables are computed on the current Dask client, each chunk
-    written by the worker that computes it (chunks must align with the store's).
+    The new variables are computed into a staging store beside the store (each
+    chunk written by the worker that computes it), then committed with
+    :func:`commit`: a failure or a kill before the commit leaves the store as it
+    was; a kill during the commit is finished by the next writer
+    (:func:`recover`). Readers never see a mix of old and new variables once
+    the commit is done. A dimension used only by the replaced variables (``rank``
+    after ``search -k`` changes, ``cluster_id`` after ``cluster -k``) may change
+    size; dims shared with other variables must match.
+
+    Parameters
+    ----------
+    cfg : StoreConfig
+        Where the store is.
+    ds : xarray.Dataset
+        New variables (and the coordinates of their dims).
+    encoding : dict, optional
+        Per-variable encoding for ``to_zarr``.
+    attrs : dict, optional
+        Store attributes set in the same commit.
+
+    Raises
+    ------
+    StoreLayoutError
+        If a shared dimension does not match the store's.
     """
+    recover(cfg)
     existing = open_store(cfg)
+    names = list(ds.data_vars)
+    keep = set(existing.data_vars) - set(names)
+    moved_coords = []
     for dim in ds.dims:
-        if dim in existing.dims and dim in ds.coords:
-            if not np.array_equal(existing[dim].values, ds[dim].values):
-                raise StoreLayoutError(f"cannot write to {cfg.url!r}: {dim} does not match the store's")
-    drop = [c for c in ds.coords if c in existing.variables]
-    out = ds.drop_vars(drop)
-    # xarray replaces the group's attributes on every write: carry the store's along
-    out.attrs = {**existing.attrs, **ds.attrs}
-    replace = [v for v in out.data_vars if v in existing.data_vars]
-    if replace:
-        group = _group(cfg)
-        for name in replace:
+        if dim not in existing.dims:
+            if dim in ds.coords:
+                moved_coords.append(dim)
+            continue
+        same = existing.sizes[dim] == ds.sizes[dim] and (
+            dim not in ds.coords or dim not in existing.coords
+            or np.array_equal(existing[dim].values, ds[dim].values))
+        if same:
+            continue
+        users = sorted(v for v in keep if dim in existing[v].dims)
+        if users or dim in ("time", "lead_time"):
+            raise StoreLayoutError(
+                f"cannot write {', '.join(names)} to {cfg.url!r}: {dim} does not match the store's"
+                + (f" (also used by {', '.join(users)})" if users else "")
+            )
+        moved_coords.append(dim)
+    out = ds.drop_vars([c for c in ds.coords if c not in moved_coords and c not in ds.dims])
+    staged = staging(cfg)
+    try:
+        out.attrs = {}
+        out.to_zarr(staged.url, mode="w-", encoding=encoding or {}, zarr_format=3, consolidated=False,
+                    storage_options=staged.storage_options or None)
+    except BaseException:
+        _remove(staged)
+        raise
+    for name in names:
+        if name in existing.data_vars:
             logger.info("replacing %s in %s", name, cfg.url)
-            del group[name]
-    out.to_zarr(
-        cfg.url,
-        mode="a",
-        encoding=encoding or {},
-        consolidated=False,
-        storage_options=cfg.storage_options or None,
-    )
+    commit(cfg, staged, names + [c for c in moved_coords if c in out.variables], attrs=attrs)
+
+
+# ----------------------------------------------------------------------------- staged commits
+# Beside the store (never inside it: zarr warns about foreign objects in a group), one control
+# directory ``<store>.wxdask/`` holds staging stores and the commit journal.
+
+_JOURNAL = "commit.json"
+
+
+def control_url(cfg: StoreConfig) -> str:
+    """URL of the store's control directory (staging stores, the commit journal)."""
+    return cfg.url.rstrip("/") + ".wxdask"
+
+
+def staging(cfg: StoreConfig) -> StoreConfig:
+    """A fresh, empty staging location for new variables of ``cfg``'s store."""
+    import uuid
+
+    return StoreConfig(url=f"{control_url(cfg)}/staging/{uuid.uuid4().hex[:12]}",
+                       storage_options=cfg.storage_options)
+
+
+def _remove(cfg: StoreConfig) -> None:
+    fs, path = _fs_and_path(cfg)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def commit(cfg: StoreConfig, staged: StoreConfig, names: Iterable[str], *, attrs: dict | None = None) -> None:
+    """Move the arrays ``names`` of the staging store ``staged`` into the store, replacing any.
+
+    First a journal naming the move is written (one small object: the commit
+    point); then each array is moved, the store's attributes updated, the
+    metadata consolidated, and the journal and staging store removed. A kill
+    after the journal is written is finished by :func:`recover`.
+    """
+    import json
+
+    fs, ctl = fsspec.core.url_to_fs(control_url(cfg), **cfg.storage_options)
+    journal = {"staging": staged.url, "names": list(names), "attrs": attrs or {}}
+    tmp = f"{ctl}/{_JOURNAL}.tmp"
+    fs.makedirs(ctl, exist_ok=True)
+    with fs.open(tmp, "w") as f:
+        json.dump(journal, f)
+    fs.mv(tmp, f"{ctl}/{_JOURNAL}")
+    _apply(cfg, journal)
+
+
+def recover(cfg: StoreConfig) -> None:
+    """Finish a commit that a killed writer left half done (no-op when none is pending)."""
+    import json
+
+    fs, ctl = fsspec.core.url_to_fs(control_url(cfg), **cfg.storage_options)
+    path = f"{ctl}/{_JOURNAL}"
+    if not fs.exists(path):
+        return
+    with fs.open(path) as f:
+        journal = json.load(f)
+    logger.warning("finishing an interrupted write of %s to %s", ", ".join(journal["names"]), cfg.url)
+    _apply(cfg, journal)
+
+
+def _apply(cfg: StoreConfig, journal: dict) -> None:
+    """Carry out a journal's move; safe to repeat after a kill at any point."""
+    fs, path = _fs_and_path(cfg)
+    staged = StoreConfig(url=journal["staging"], storage_options=cfg.storage_options)
+    _, src_root = _fs_and_path(staged)
+    for name in journal["names"]:
+        src, dst = f"{src_root}/{name}", f"{path.rstrip('/')}/{name}"
+        if not fs.exists(f"{src}/zarr.json"):
+            continue  # moved already
+        if fs.exists(dst):
+            fs.rm(dst, recursive=True)
+        fs.mv(src, dst, recursive=True)
+    if journal["attrs"]:
+        _group(cfg).attrs.update(journal["attrs"])
+    consolidate(cfg)
+    _, ctl = fsspec.core.url_to_fs(control_url(cfg), **cfg.storage_options)
+    fs.rm(f"{ctl}/{_JOURNAL}")
+    _remove(staged)
 
 
 def set_attrs(cfg: StoreConfig, attrs: dict, variable: str | None = None) -> None:
