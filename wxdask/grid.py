@@ -24,12 +24,14 @@ from wxdask.errors import ConfigError, CorruptMessageError
 __all__ = [
     "Grid",
     "HRRR",
+    "MEDIUM",
     "COARSE",
     "GRIDS",
     "get_grid",
     "projection_xy",
     "latlon",
     "lonlat_to_xy",
+    "xy_to_lonlat",
     "grid_mapping_attrs",
     "grib_grid_keys",
     "grid_from_message",
@@ -80,10 +82,12 @@ class Grid:
 
 #: HRRR's CONUS grid, 1059 x 1799 at 3 km (verified on real files, see DESIGN.md).
 HRRR = Grid(name="hrrr", nx=1799, ny=1059, dx=3000.0, lat1=21.138123, lon1=237.280472)
+#: The same domain at 12 km (every 4th HRRR point), for experiments between the two.
+MEDIUM = Grid(name="12km", nx=450, ny=265, dx=12000.0, lat1=21.138123, lon1=237.280472)
 #: The same domain at 48 km (every 16th HRRR point), for fast tests and the demo.
 COARSE = Grid(name="coarse", nx=112, ny=66, dx=48000.0, lat1=21.138123, lon1=237.280472)
 #: Named grids, by name.
-GRIDS: dict[str, Grid] = {g.name: g for g in (HRRR, COARSE)}
+GRIDS: dict[str, Grid] = {g.name: g for g in (HRRR, COARSE, MEDIUM)}
 
 
 def get_grid(name: str | Grid) -> Grid:
@@ -145,7 +149,8 @@ def lonlat_to_xy(grid: Grid, lon: Any, lat: Any) -> tuple[np.ndarray, np.ndarray
     return rho * np.sin(theta), rho0 - rho * np.cos(theta)
 
 
-def _xy_to_lonlat(grid: Grid, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def xy_to_lonlat(grid: Grid, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Longitudes (-180..180) and latitudes, degrees, of projection coordinates (the inverse of :func:`lonlat_to_xy`)."""
     n, rf, rho0 = _cone(grid)
     dy = rho0 - y
     rho = np.sign(n) * np.hypot(x, dy)
@@ -192,7 +197,7 @@ def latlon(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     (21.138123, -122.719528)
     """
     x, y = projection_xy(grid)
-    lon, lat = _xy_to_lonlat(grid, x[np.newaxis, :], y[:, np.newaxis])
+    lon, lat = xy_to_lonlat(grid, x[np.newaxis, :], y[:, np.newaxis])
     return lat, lon
 
 
@@ -280,7 +285,7 @@ _M_TOL = 1e-3
 
 
 def grid_from_message(message: int | bytes) -> Grid:
-    """The grid of a GRIB2 message: :data:`HRRR` or :data:`COARSE` when it is one of them.
+    """The grid of a GRIB2 message: one of :data:`GRIDS` when it is one of them.
 
     Parameters
     ----------
