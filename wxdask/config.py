@@ -33,6 +33,7 @@ __all__ = [
     "SearchConfig",
     "InterpolateConfig",
     "KMeansConfig",
+    "TilesConfig",
     "Config",
     "parse_time",
     "parse_leads",
@@ -569,6 +570,80 @@ class KMeansConfig:
             parse_leads([self.lead])
 
 
+@dataclass(frozen=True)
+class TilesConfig:
+    """Tiles of the grid (mesoscale analogs and regimes) and their autoencoder.
+
+    Parameters
+    ----------
+    size_km : float
+        Wanted tile side; rounded to a multiple of the tile model's
+        ``pool ** n_layers`` pixels (see :func:`wxdask.tiles.tiling_for`).
+    stride_km : float or None
+        Distance between tiles (default: the size, no overlap).
+    echo_threshold : float
+        Tiles whose share of points with echo (> 0 dBZ) is below this are not
+        trained on, embedded, searched or clustered (NaN in the outputs).
+    model_dir : str
+        Directory of the tile model (``wxdask train --tiles``).
+    n_layers, pool, kernel : int
+        The tile autoencoder's blocks (the whole-image model's code, on tiles).
+    filters : tuple of int
+        Filters per block.
+    epochs, batch_size : int
+        Tile training.
+    k : int
+        Neighbours per tile (``search --tiles``).
+    exclude_window : str
+        As ``search.exclude_window``.
+    anywhere : bool
+        Search every tile against every tile (``True``) or the same tile index only.
+    n_clusters : int
+        Tile regimes (``cluster --tiles``).
+    """
+
+    size_km: float = 500.0
+    stride_km: float | None = None
+    echo_threshold: float = 0.05
+    model_dir: str = "tile-model"
+    n_layers: int = 3
+    pool: int = 2
+    kernel: int = 3
+    filters: tuple[int, ...] = (16, 32, 64)
+    epochs: int = 10
+    batch_size: int = 64
+    k: int = 10
+    exclude_window: str = "24h"
+    anywhere: bool = False
+    n_clusters: int = 6
+
+    def __post_init__(self) -> None:
+        _positive_float("tiles.size_km", self.size_km)
+        if self.stride_km is not None:
+            _positive_float("tiles.stride_km", self.stride_km)
+        if isinstance(self.echo_threshold, bool) or not isinstance(self.echo_threshold, (int, float)) \
+                or not 0 <= self.echo_threshold <= 1:
+            raise ConfigError(f"tiles.echo_threshold must be a share 0..1, got {self.echo_threshold!r}")
+        if not isinstance(self.model_dir, str) or not self.model_dir:
+            raise ConfigError(f"tiles.model_dir must be a directory path, got {self.model_dir!r}")
+        for name in ("n_layers", "pool", "kernel", "epochs", "batch_size", "k", "n_clusters"):
+            _positive_int(f"tiles.{name}", getattr(self, name))
+        filters = tuple(self.filters) if isinstance(self.filters, (list, tuple)) else None
+        if filters is None or len(filters) != self.n_layers:
+            raise ConfigError(f"tiles.filters must have n_layers={self.n_layers} entries, got {self.filters!r}")
+        for f in filters:
+            _positive_int("tiles.filters[]", f)
+        object.__setattr__(self, "filters", filters)
+        if not isinstance(self.anywhere, bool):
+            raise ConfigError(f"tiles.anywhere must be true or false, got {self.anywhere!r}")
+        parse_duration(self.exclude_window, "tiles.exclude_window")
+
+    def model_config(self, n_latent: int = 50, clip_max: float = 60.0) -> ModelConfig:
+        """The tile autoencoder's architecture, as a :class:`ModelConfig`."""
+        return ModelConfig(n_layers=self.n_layers, pool=self.pool, filters=self.filters, kernel=self.kernel,
+                           n_latent=n_latent, clip_max=clip_max, upsample_first=True)
+
+
 _SECTIONS: dict[str, type] = {
     "store": StoreConfig,
     "dask": DaskConfig,
@@ -581,6 +656,7 @@ _SECTIONS: dict[str, type] = {
     "search": SearchConfig,
     "interpolate": InterpolateConfig,
     "kmeans": KMeansConfig,
+    "tiles": TilesConfig,
 }
 
 
@@ -599,6 +675,7 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     interpolate: InterpolateConfig = field(default_factory=InterpolateConfig)
     kmeans: KMeansConfig = field(default_factory=KMeansConfig)
+    tiles: TilesConfig = field(default_factory=TilesConfig)
 
     @classmethod
     def from_dict(cls, data: dict | None) -> Config:

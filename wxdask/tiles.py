@@ -17,12 +17,15 @@ the 12 km grid, 6 x 11 tiles; and on the 48 km coarse grid of the demo, 8 px
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from wxdask.errors import ConfigError
 from wxdask.grid import Grid, lonlat_to_xy, projection_xy, xy_to_lonlat
+
+if TYPE_CHECKING:
+    from wxdask.config import TilesConfig
 
 __all__ = [
     "Tiling",
@@ -31,6 +34,7 @@ __all__ = [
     "tiles_block",
     "echo_fraction_block",
     "tile_of_point",
+    "tiling_for",
     "ECHO_DBZ",
 ]
 
@@ -122,6 +126,21 @@ def make_tiling(grid: Grid, size_km: float = 500.0, stride_km: float | None = No
     size = max(int(multiple), int(round(px / multiple)) * int(multiple))
     stride = size if stride_km is None else max(1, int(round(stride_km * 1000.0 / grid.dx)))
     return Tiling(grid_shape=grid.shape, size=size, stride=stride)
+
+
+def tiling_for(cfg: "TilesConfig", grid: Grid) -> Tiling:
+    """The tiling that ``cfg`` (the ``tiles`` config section) gives on ``grid``: the one place that decides it.
+
+    The tile side is a multiple of the tile model's ``pool ** n_layers``.
+
+    Examples
+    --------
+    >>> from wxdask.config import TilesConfig
+    >>> from wxdask.grid import HRRR
+    >>> tiling_for(TilesConfig(), HRRR).size
+    168
+    """
+    return make_tiling(grid, cfg.size_km, cfg.stride_km, multiple=cfg.pool**cfg.n_layers)
 
 
 def tile_coords(grid: Grid, tiling: Tiling) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
