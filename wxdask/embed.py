@@ -160,6 +160,7 @@ def _prefetched(items: list, read: Any) -> Iterator[tuple[Any, np.ndarray]]:
 
 def _embed_chunk(
     store_cfg: StoreConfig,
+    out_cfg: StoreConfig,
     t0: int,
     todo: np.ndarray,
     ok: np.ndarray,
@@ -170,8 +171,10 @@ def _embed_chunk(
 ) -> dict:
     """Embed the slots ``todo`` of the chunk starting at ``t0`` and write the whole chunk.
 
-    Runs in a worker. Existing embeddings of the chunk are kept, slots whose
-    image is no longer ok become NaN.
+    Runs in a worker. Images are read from ``store_cfg``, the chunk of
+    ``embedding`` read from and written to ``out_cfg`` (the store itself, or
+    the staging store of a run that replaces every embedding). Existing
+    embeddings of the chunk are kept, slots whose image is no longer ok become NaN.
     """
     from wxdask import store
     from wxdask.client import worker_address
@@ -179,7 +182,7 @@ def _embed_chunk(
     start = _time.perf_counter()
     t1 = t0 + todo.shape[0]
     encoder = get_encoder(source, model_hash, batch_size=batch_size)
-    out = store.read_region(store_cfg, "embedding", (slice(t0, t1),)).astype(np.float32, copy=True)
+    out = store.read_region(out_cfg, "embedding", (slice(t0, t1),)).astype(np.float32, copy=True)
     out[~ok] = np.nan
     slots = np.argwhere(todo)
     # a short first group, so the device starts while the rest is read; then read_size at a time
@@ -190,7 +193,7 @@ def _embed_chunk(
         if z.shape[1] != out.shape[2]:
             raise ModelError(f"encoder gives {z.shape[1]} numbers per image, the store's embedding has {out.shape[2]}")
         out[group[:, 0], group[:, 1]] = z
-    store.write_region(store_cfg, {"embedding": out}, (slice(t0, t1),))
+    store.write_region(out_cfg, {"embedding": out}, (slice(t0, t1),))
     return {
         "t0": t0,
         "embedded": int(len(slots)),
@@ -214,6 +217,7 @@ def embed(
     *,
     stale: np.ndarray | None = None,
     resources: dict | None = None,
+    out_cfg: StoreConfig | None = None,
 ) -> list[Delayed]:
     """One lazy task per chunk of ``embedding`` that has slots to embed (or to clear).
 
@@ -240,6 +244,8 @@ def embed(
         Slots that hold an embedding but no longer an image (cleared to NaN).
     resources : dict, optional
         ``{"GPU": 1}`` to run on GPU workers.
+    out_cfg : StoreConfig, optional
+        Where ``embedding`` is written (default: ``store_cfg``).
 
     Returns
     -------
@@ -254,7 +260,7 @@ def embed(
     with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
         for t0, t1 in chunk_spans(touch, chunk):
             tasks.append(dask.delayed(_embed_chunk, pure=False)(
-                store_cfg, t0, todo[t0:t1], ok[t0:t1], source, model_hash, cfg.batch_size, read_size,
+                store_cfg, out_cfg or store_cfg, t0, todo[t0:t1], ok[t0:t1], source, model_hash, cfg.batch_size, read_size,
                 dask_key_name=f"embed-chunk-{t0}-{run_id}",
             ))
     return tasks
@@ -263,7 +269,7 @@ def embed(
 # ----------------------------------------------------------------------------- run
 
 
-def _create_embedding(cfg: Config, ds: xr.Dataset, meta: dict, chunk: int) -> None:
+def _create_embedding(cfg: Config, ds: xr.Dataset, meta: dict, chunk: int, out_cfg: StoreConfig) -> None:
     import dask.array as da
     import xarray as xr
 
@@ -276,7 +282,7 @@ def _create_embedding(cfg: Config, ds: xr.Dataset, meta: dict, chunk: int) -> No
         coords={"time": ds["time"], "lead_time": ds["lead_time"], "latent": np.arange(nz, dtype=np.int32)},
     )
     encoding = {"embedding": {"chunks": (chunk, nl, nz), "dtype": "float32", "_FillValue": np.float32(np.nan)}}
-    store.init_output(cfg.store, template, encoding)
+    store.init_output(out_cfg, template, encoding)
 
 
 def _embedding_attrs(cfg: Config, meta: dict) -> dict:
@@ -330,7 +336,10 @@ def run(cfg: Config, client: Client | None, *, source: ModelSource | None = None
             f"model {source.path!r} was built for a {meta['grid'][0]}x{meta['grid'][1]} grid; "
             f"store {cfg.store.url!r} holds {grid[0]}x{grid[1]} images"
         )
+    # load and check the model before touching the store: an unloadable model fails here, not in a worker
+    get_encoder(source, meta["hash"], batch_size=cfg.embed.batch_size)
     exists = "embedding" in ds.data_vars
+    out_cfg, drop = cfg.store, []
     if exists:
         emb = ds["embedding"]
         if emb.dims != ("time", "lead_time", "latent"):
@@ -338,25 +347,25 @@ def run(cfg: Config, client: Client | None, *, source: ModelSource | None = None
         old = emb.attrs.get("model_hash")
         if old != meta["hash"] or ds.sizes.get("latent") != meta["n_latent"]:
             logger.warning(
-                "store %s holds embeddings of model %s; model %s (%s) differs, so every image is embedded again",
+                "store %s holds embeddings of model %s; model %s (%s) differs, so every image is embedded "
+                "again (the old embeddings stay until the new ones are complete)",
                 cfg.store.url, old, meta["hash"], source.path,
             )
-            drop = ["embedding"]
-            if ds.sizes.get("latent") != meta["n_latent"]:  # everything on the old latent axis goes too
-                drop = [v for v in ds.variables if "latent" in ds[v].dims]
-                logger.warning("embedding size changes from %s to %d: deleting %s",
-                               ds.sizes.get("latent"), meta["n_latent"], ", ".join(drop))
-            store.drop_variables(cfg.store, drop)
+            if ds.sizes.get("latent") != meta["n_latent"]:  # everything else on the old latent axis goes too
+                drop = [v for v in ds.data_vars if "latent" in ds[v].dims and v != "embedding"]
+                logger.warning("embedding size changes from %s to %d: %s will be deleted",
+                               ds.sizes.get("latent"), meta["n_latent"], ", ".join(drop) or "nothing else")
+            out_cfg = store.staging(cfg.store)
             exists = False
     if exists:
         chunk = int(ds["embedding"].encoding.get("chunks", ds["embedding"].data.chunksize)[0])
     else:
         chunk = min(max(1, cfg.embed.images_per_task // ds.sizes["lead_time"]), ds.sizes["time"])
-        _create_embedding(cfg, ds, meta, chunk)
+        _create_embedding(cfg, ds, meta, chunk, out_cfg)
 
     whole = (slice(None), slice(None))
     ok = store.ok_mask(ds)
-    embedded = np.isfinite(store.read_region(cfg.store, "embedding", whole)).all(axis=-1)
+    embedded = np.isfinite(store.read_region(out_cfg, "embedding", whole)).all(axis=-1)
     todo = todo_block(ok, embedded)
     stale = embedded & ~ok
     n_todo, n_done, n_missing = int(todo.sum()), int((ok & embedded).sum()), int((~ok).sum())
@@ -365,13 +374,17 @@ def run(cfg: Config, client: Client | None, *, source: ModelSource | None = None
 
     gpus = gpu_workers(client) if client is not None else []
     resources = {"GPU": 1} if gpus else None
-    tasks = embed(cfg.store, ok, todo, chunk, source, meta["hash"], cfg.embed, stale=stale, resources=resources)
+    tasks = embed(cfg.store, ok, todo, chunk, source, meta["hash"], cfg.embed, stale=stale, resources=resources,
+                  out_cfg=out_cfg)
     results = compute(client, tasks, resources=resources, optimize_graph=False, count="embedded", total=n_todo,
                       stage="embed")
     n_embedded = sum(r["embedded"] for r in results)
     workers = sorted({r["worker"] for r in results})
-    store.set_attrs(cfg.store, _embedding_attrs(cfg, meta), variable="embedding")
-    store.consolidate(cfg.store)
+    store.set_attrs(out_cfg, _embedding_attrs(cfg, meta), variable="embedding")
+    if out_cfg is cfg.store:
+        store.consolidate(cfg.store)
+    else:  # the new embeddings are complete: replace the old ones in one commit
+        store.commit(cfg.store, out_cfg, ["embedding", "latent"], drop=drop)
     seconds = _time.perf_counter() - start
     where = f"{len(gpus)} GPU worker(s)" if gpus else ("CPU workers" if client is not None else "this process")
     rate = f", {n_embedded / seconds:.3g} images/s" if n_embedded else ""

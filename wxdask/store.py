@@ -610,18 +610,20 @@ def _remove(cfg: StoreConfig) -> None:
         fs.rm(path, recursive=True)
 
 
-def commit(cfg: StoreConfig, staged: StoreConfig, names: Iterable[str], *, attrs: dict | None = None) -> None:
+def commit(cfg: StoreConfig, staged: StoreConfig, names: Iterable[str], *, attrs: dict | None = None,
+           drop: Iterable[str] = ()) -> None:
     """Move the arrays ``names`` of the staging store ``staged`` into the store, replacing any.
 
     First a journal naming the move is written (one small object: the commit
-    point); then each array is moved, the store's attributes updated, the
+    point); then the arrays ``drop`` are deleted (those the new ones make
+    inconsistent), each array is moved, the store's attributes updated, the
     metadata consolidated, and the journal and staging store removed. A kill
     after the journal is written is finished by :func:`recover`.
     """
     import json
 
     fs, ctl = fsspec.core.url_to_fs(control_url(cfg), **cfg.storage_options)
-    journal = {"staging": staged.url, "names": list(names), "attrs": attrs or {}}
+    journal = {"staging": staged.url, "names": list(names), "attrs": attrs or {}, "drop": list(drop)}
     tmp = f"{ctl}/{_JOURNAL}.tmp"
     fs.makedirs(ctl, exist_ok=True)
     with fs.open(tmp, "w") as f:
@@ -637,6 +639,10 @@ def recover(cfg: StoreConfig) -> None:
     fs, ctl = fsspec.core.url_to_fs(control_url(cfg), **cfg.storage_options)
     path = f"{ctl}/{_JOURNAL}"
     if not fs.exists(path):
+        if fs.exists(f"{ctl}/staging"):  # a killed writer's staging stores: never committed
+            for orphan in fs.ls(f"{ctl}/staging", detail=False):
+                logger.info("removing %s, left by a run that did not finish", orphan)
+                fs.rm(orphan, recursive=True)
         return
     with fs.open(path) as f:
         journal = json.load(f)
@@ -649,6 +655,10 @@ def _apply(cfg: StoreConfig, journal: dict) -> None:
     fs, path = _fs_and_path(cfg)
     staged = StoreConfig(url=journal["staging"], storage_options=cfg.storage_options)
     _, src_root = _fs_and_path(staged)
+    for name in journal.get("drop", ()):
+        if fs.exists(f"{path.rstrip('/')}/{name}"):
+            logger.info("deleting %s from %s", name, cfg.url)
+            fs.rm(f"{path.rstrip('/')}/{name}", recursive=True)
     for name in journal["names"]:
         src, dst = f"{src_root}/{name}", f"{path.rstrip('/')}/{name}"
         if not fs.exists(f"{src}/zarr.json"):
