@@ -28,7 +28,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except WxdaskError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
+            click.secho(f"error: {' '.join(str(exc).split())}", fg="red", err=True)
             ctx.exit(1)
 
 
@@ -67,22 +67,17 @@ def cluster_options(func: Callable) -> Callable:
 
 
 def load_config(common: dict, **sections: dict) -> Any:
-    """Config from ``--config``, then ``--set`` overrides, then the command's own options."""
+    """Config from ``--config``, then ``--set`` overrides, then the command's own options.
+
+    The one place the CLI builds a config: one :meth:`Config.from_yaml` call, so
+    every value is parsed and validated once (the command's options are only
+    ``section.key`` overrides applied last).
+    """
     from wxdask.config import Config
 
-    cfg = Config.from_yaml(common["config_path"], common["overrides"])
     merged = {"dask": common["dask"], **sections}
-    flat = {f"{sec}.{key}": value for sec, values in merged.items() for key, value in values.items()}
-    return Config.from_dict(_merge(cfg.to_dict(), flat))
-
-
-def _merge(base: dict, flat: dict) -> dict:
-    for key, value in flat.items():
-        if value is None:
-            continue
-        section, _, name = key.partition(".")
-        base.setdefault(section, {})[name] = value
-    return base
+    options = {f"{sec}.{key}": value for sec, values in merged.items() for key, value in values.items()}
+    return Config.from_yaml(common["config_path"], common["overrides"], options)
 
 
 def run_stage(stage_run: Callable, cfg: Any) -> Any:
@@ -116,13 +111,13 @@ def config_group() -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE")
 def config_show(config_path: str | None, overrides: tuple[str, ...]) -> None:
-    """Print the effective configuration as YAML."""
+    """Print the effective configuration as YAML (credentials shown as ***)."""
     import yaml
 
     from wxdask.config import Config
 
     cfg = Config.from_yaml(config_path, list(overrides))
-    click.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    click.echo(yaml.safe_dump(cfg.to_dict(redact=True), sort_keys=False))
 
 
 @main.command()
