@@ -9,6 +9,7 @@ Heavy imports stay inside the commands.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
@@ -80,20 +81,35 @@ def load_config(common: dict, **sections: dict) -> Any:
     return Config.from_yaml(common["config_path"], common["overrides"], options)
 
 
-def run_stage(stage_run: Callable, cfg: Any) -> Any:
-    """Make the client, run one stage under monitoring, close the client.
+def run_stage(stage_run: Callable, cfg: Any, *, write: bool = True) -> Any:
+    """Check the store, take its write lease, make the client, run one stage under monitoring.
 
-    A scheduler lost mid-run becomes a :class:`~wxdask.errors.ClusterError`
-    naming its address (one red line, exit 1), not a traceback.
+    Every command that writes the store runs through here (``write=True``), so
+    each holds the store's lease (:mod:`wxdask.lease`) for its whole run and a
+    second writer is refused at once, naming the first; read-only commands pass
+    ``write=False`` and take none. The lease and the client are released also
+    when the stage fails. A scheduler lost mid-run becomes a
+    :class:`~wxdask.errors.ClusterError` naming its address (one red line, exit
+    1), not a traceback.
     """
-    from wxdask.client import close_client, make_client, monitored, scheduler_guard
+    from wxdask import store
+    from wxdask.client import check_report_path, close_client, make_client, monitored, scheduler_guard
+    from wxdask.lease import StoreLease
 
-    client = make_client(cfg.dask)
-    try:
-        with scheduler_guard(client), monitored(cfg.dask, client):
-            return stage_run(cfg, client)
-    finally:
-        close_client(client)
+    store.check_location(cfg.store, write=write)
+    if cfg.dask.performance_report:
+        check_report_path(cfg.dask.performance_report)
+    ctx = click.get_current_context(silent=True)
+    command = f"wxdask {ctx.command_path.partition(' ')[2]}" if ctx is not None else "wxdask"
+    with contextlib.ExitStack() as stack:
+        if write:
+            stack.enter_context(StoreLease(cfg.store, command))
+        client = make_client(cfg.dask)
+        try:
+            with scheduler_guard(client), monitored(cfg.dask, client):
+                return stage_run(cfg, client)
+        finally:
+            close_client(client)
 
 
 @click.group(cls=_Group)
@@ -152,7 +168,7 @@ def train(store_url: str | None, model_dir: str | None, epochs: int | None, batc
 
     cfg = load_config(common, store={"url": store_url}, train={
         "model_dir": model_dir, "epochs": epochs, "batch_size": batch_size, "on_gpu_worker": on_gpu_worker})
-    click.echo(run_stage(stage.run, cfg))
+    click.echo(run_stage(stage.run, cfg, write=False))  # reads the store; writes only the model directory
 
 
 @main.command()
@@ -252,7 +268,7 @@ def search_command(store_url: str | None, k: int | None, exclude_window: str | N
             text += f"\nwrote {stage.plot_query(c, result, plot)}"
         return text
 
-    click.echo(run_stage(one, cfg))
+    click.echo(run_stage(one, cfg, write=False))
 
 
 @main.command("interpolate")

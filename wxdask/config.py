@@ -359,6 +359,11 @@ class StoreConfig:
     def __post_init__(self) -> None:
         _path("store.url", self.url, optional=False)
         object.__setattr__(self, "storage_options", _mapping("store.storage_options", self.storage_options))
+        if self.storage_options and "://" not in self.url:
+            raise ConfigError(
+                f"store.storage_options are for an fsspec URL (s3://..., file://...), but store.url "
+                f"{self.url!r} is a plain local path; drop them or write the URL with its protocol"
+            )
         _positive_float("store.lease_heartbeat", self.lease_heartbeat)
         if self.lease_stale is not None:
             _positive_float("store.lease_stale", self.lease_stale)
@@ -400,9 +405,11 @@ class DaskConfig:
         Where the local cluster serves its dashboard, which has no
         authentication: loopback by default. ``":8787"`` serves it on every
         interface.
-    timeout : float
-        Seconds to wait for the scheduler to answer and for the local workers
-        to start before giving up with an error.
+    connect_timeout : float
+        Seconds to wait for ``scheduler`` to answer before giving up with an error.
+    start_timeout : float
+        Seconds to wait for the local cluster's workers to start before giving
+        up with an error.
     """
 
     scheduler: str | None = None
@@ -414,7 +421,8 @@ class DaskConfig:
     progress: bool = True
     host: str = "127.0.0.1"
     dashboard_address: str = "127.0.0.1:8787"
-    timeout: float = 60.0
+    connect_timeout: float = 10.0
+    start_timeout: float = 120.0
 
     def __post_init__(self) -> None:
         parse_scheduler_address(self.scheduler)
@@ -423,7 +431,8 @@ class DaskConfig:
         _bool("dask.progress", self.progress)
         _path("dask.host", self.host, optional=False)
         _path("dask.dashboard_address", self.dashboard_address, optional=False)
-        _positive_float("dask.timeout", self.timeout)
+        _positive_float("dask.connect_timeout", self.connect_timeout)
+        _positive_float("dask.start_timeout", self.start_timeout)
         _positive_int("dask.n_workers", self.n_workers)
         _positive_int("dask.threads_per_worker", self.threads_per_worker)
         if isinstance(self.gpu_workers, bool) or not isinstance(self.gpu_workers, int) or not 0 <= self.gpu_workers <= self.n_workers:
