@@ -990,6 +990,8 @@ def _set_dotted(data: dict, key: str, value: Any) -> None:
         child = node.get(part)
         if child is None:
             child = node[part] = {}
+        if not isinstance(child, dict) and depth == 0:
+            raise ConfigError(f"config section {part!r} must be a mapping, got {child!r}")
         if not isinstance(child, dict):
             where = ".".join(parts[: depth + 1])
             raise ConfigError(f"override {key!r}: {where} is {child!r}, not a mapping")
