@@ -82,7 +82,7 @@ def test_second_writer_is_refused_at_once_and_the_first_completes(tmp_path, endp
     lease = Path(str(path) + LEASE_SUFFIX)
     common = ["ingest", "--start", START, "--end", END, "--leads", "0", "--store", str(path),
               "--source", f"s3://{ARCHIVE_BUCKET}", "--workers", "1", "-q"]
-    with FlakyProxy(endpoint, fail_every=10**9, delay=0.5) as proxy:   # about 12 s of slow reads
+    with FlakyProxy(endpoint, fail_every=10**9, delay=0.35) as proxy:   # seconds of slow reads
         first = subprocess.Popen([sys.executable, "-m", "wxdask.cli", *common, "--endpoint-url", proxy.url],
                                  env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120

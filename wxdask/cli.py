@@ -100,7 +100,7 @@ def run_stage(stage_run: Callable, cfg: Any, *, write: bool = True) -> Any:
     if cfg.dask.performance_report:
         check_report_path(cfg.dask.performance_report)
     ctx = click.get_current_context(silent=True)
-    command = f"wxdask {ctx.command_path.partition(' ')[2]}" if ctx is not None else "wxdask"
+    command = f"wxdask {ctx.info_name}" if ctx is not None else "wxdask"  # the name, never the arguments
     with contextlib.ExitStack() as stack:
         if write:
             stack.enter_context(StoreLease(cfg.store, command))
