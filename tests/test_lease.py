@@ -217,3 +217,14 @@ def test_read_commands_take_no_lease(tmp_path, made_store):
     _plant(store)
     result = CliRunner().invoke(main, ["config", "show", "--set", f"store.url={store}"])
     assert result.exit_code == 0
+
+
+def test_lease_on_s3_uses_a_conditional_write(local_s3):
+    local_s3.create_bucket("leases")
+    cfg = StoreConfig(url="s3://leases/s.zarr", storage_options=local_s3.writer_options())
+    with StoreLease(cfg, "wxdask one") as one:
+        assert read_lease(cfg)["run"] == one.record["run"]
+        with pytest.raises(StoreBusyError, match="wxdask one on host"):
+            StoreLease(cfg, "wxdask two").acquire()
+        assert read_lease(cfg)["run"] == one.record["run"], "the refused writer left the lease alone"
+    assert read_lease(cfg) is None
