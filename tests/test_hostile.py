@@ -78,7 +78,7 @@ BAD_SETTINGS = [
     (["--set", "dask.memory_limit=lots"], ["dask.memory_limit", "'lots'"]),
     (["--set", "ingest.leads={a: 1}"], ["leads must be a list"]),
     (["--set", "ingest.leads=1.5"], ["leads must be"]),
-    (["--set", "store.storage_options=5"], ["store.storage_options must be a mapping", "5"]),
+    (["--set", "store.storage_options=5"], ["store.storage_options must be a mapping", "got a value of type int"]),
     (["--set", "train.model_dir=5"], ["train.model_dir must be a non-empty path", "5"]),
     (["--set", "kmeans.plot=[a, b]"], ["kmeans.plot"]),
     (["--set", "ingest.anon=maybe"], ["ingest.anon must be true or false", "'maybe'"]),
@@ -177,6 +177,28 @@ def test_config_show_redacts_every_secret(tmp_path):
     shown = yaml.safe_load(result.stdout)["store"]["storage_options"]
     assert shown["key"] == shown["client_kwargs"]["aws_secret_access_key"] == "***"
     assert shown["config_kwargs"]["x"] == [{"PASSWD": "***"}]
+
+
+@pytest.mark.parametrize("args", [
+    ["--set", "store.storage_options=AKIAPLANTEDKEY0001"],
+    ["--set", "store.url=s3://b/s.zarr", "--set", "store.storage_options.key=AKIAPLANTEDKEY0001",
+     "--set", "store.storage_options.key.x=1"],
+])
+def test_errors_do_not_echo_a_misplaced_secret(args):
+    result = CliRunner().invoke(main, ["config", "show", *args])
+    assert result.exit_code == 1
+    assert_one_error_line(result.stderr)
+    assert "AKIAPLANTEDKEY0001" not in result.output
+
+
+def test_unwritable_directory_is_named(tmp_path, monkeypatch, archive):
+    """Root passes every permission check, so the check itself is made to answer no."""
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(tmp_path) else real(p, mode))
+    result = CliRunner().invoke(main, _ingest_args(tmp_path / "s.zarr", archive))
+    assert result.exit_code == 1
+    assert_one_error_line(result.stderr, str(tmp_path), "not writable")
+    assert not (tmp_path / "s.zarr").exists()
 
 
 def test_planted_secrets_reach_neither_the_store_nor_the_log(tmp_path, archive):

@@ -92,7 +92,8 @@ def _mapping(name: str, value: Any) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ConfigError(f"{name} must be a mapping (key: value), got {value!r}")
+        # the type, not the value: a credential pasted in the wrong place must not reach the terminal
+        raise ConfigError(f"{name} must be a mapping (key: value), got a value of type {type(value).__name__}")
     return dict(value)
 
 
@@ -994,7 +995,8 @@ def _set_dotted(data: dict, key: str, value: Any) -> None:
             raise ConfigError(f"config section {part!r} must be a mapping, got {child!r}")
         if not isinstance(child, dict):
             where = ".".join(parts[: depth + 1])
-            raise ConfigError(f"override {key!r}: {where} is {child!r}, not a mapping")
+            shown = redacted({part: child})[part]
+            raise ConfigError(f"override {key!r}: {where} is {shown!r}, not a mapping")
         node = child
     node[parts[-1]] = value
 
