@@ -34,7 +34,7 @@ def tree_hash(path: Path) -> dict[str, str]:
 def wxdask(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """The real command in a fresh interpreter (this tree first on the path)."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run([sys.executable, "-m", "wxdask.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "wxdask.cli", *args], capture_output=True, text=True, check=False,
                           env=env, cwd=cwd, timeout=timeout)
 
 

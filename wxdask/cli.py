@@ -93,7 +93,13 @@ def run_stage(stage_run: Callable, cfg: Any, *, write: bool = True) -> Any:
     1), not a traceback.
     """
     from wxdask import store
-    from wxdask.client import check_report_path, close_client, make_client, monitored, scheduler_guard
+    from wxdask.client import (
+        check_report_path,
+        close_client,
+        make_client,
+        monitored,
+        scheduler_guard,
+    )
     from wxdask.lease import StoreLease
 
     store.check_location(cfg.store, write=write)

@@ -202,7 +202,7 @@ def _utc(value: Any, name: str) -> Any:
         return value
     if isinstance(value, _dt.datetime):
         if value.tzinfo is not None:
-            utc = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+            utc = value.astimezone(_dt.UTC).replace(tzinfo=None)
             logger.info("%s %s converted to UTC: %s", name, value.isoformat(), utc.isoformat())
             value = utc
         return value.replace(tzinfo=None).isoformat()
