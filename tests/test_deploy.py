@@ -119,6 +119,8 @@ def test_default_objects(default_docs):
         ("Deployment", "wxdask-worker-cpu"),
         ("Deployment", "wxdask-worker-gpu"),
         ("Job", "wxdask-run-1"),
+        ("NetworkPolicy", "wxdask-scheduler"),
+        ("NetworkPolicy", "wxdask-workers"),
         ("Service", "wxdask-scheduler"),
         ("ServiceAccount", "wxdask"),
     ]
@@ -518,3 +520,105 @@ def test_shared_volume_for_the_model(default_docs, gpu_docs):
     (cm,) = [d for d in gpu_docs if d["kind"] == "ConfigMap"]
     config = yaml.safe_load(cm["data"]["config.yaml"])
     assert config["train"]["model_dir"].startswith("/shared/") and config["embed"]["model_dir"].startswith("/shared/")
+
+
+# --- network policy and TLS ------------------------------------------------------------------
+
+def _selects(selector: dict, labels: dict) -> bool:
+    """Whether a Kubernetes label selector (matchLabels and In/NotIn/Exists expressions) selects ``labels``."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expr in selector.get("matchExpressions", []):
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        ok = {"In": labels.get(key) in values, "NotIn": labels.get(key) not in values,
+              "Exists": key in labels, "DoesNotExist": key not in labels}[op]
+        if not ok:
+            return False
+    return True
+
+
+def _pod_labels(docs: list[dict]) -> dict[str, dict]:
+    return {f"{d['kind']}/{d['metadata']['name']}": d["spec"]["template"]["metadata"]["labels"]
+            for d in docs if d["kind"] in ("Deployment", "Job")}
+
+
+def _admitted(policy: dict, labels: dict, port: int) -> bool:
+    """Whether ``policy`` admits a pod of this namespace with ``labels`` to ``port``."""
+    for rule in policy["spec"].get("ingress", []):
+        ports = [p["port"] for p in rule.get("ports", [])]
+        if ports and port not in ports:
+            continue
+        for peer in rule.get("from", []):
+            if set(peer) == {"podSelector"} and _selects(peer["podSelector"], labels):
+                return True
+    return False
+
+
+@pytest.mark.parametrize("which", ["default", "gpu"])
+def test_network_policy_admits_only_the_releases_pods(which, default_docs, gpu_docs):
+    docs = default_docs if which == "default" else gpu_docs
+    pods = _pod_labels(docs)
+    sched = find(docs, "NetworkPolicy", "wxdask-scheduler")
+    workers = find(docs, "NetworkPolicy", "wxdask-workers")
+    for version in KUBE_VERSIONS:
+        kv.validate(sched, version, strict=True)
+        kv.validate(workers, version, strict=True)
+    assert sched["spec"]["policyTypes"] == ["Ingress"] == workers["spec"]["policyTypes"]
+    # each policy applies to exactly its pods
+    assert [p for p, labels in pods.items() if _selects(sched["spec"]["podSelector"], labels)] == [
+        "Deployment/wxdask-scheduler"]
+    worker_pods = sorted(p for p in pods if "worker" in p)
+    assert sorted(p for p, labels in pods.items() if _selects(workers["spec"]["podSelector"], labels)) == worker_pods
+    # the release's own pods reach the scheduler's comm and dashboard ports and the workers
+    for name, labels in pods.items():
+        for port in (8786, 8787):
+            assert _admitted(sched, labels, port), (name, port)
+        assert _admitted(workers, labels, 40123), name
+    # a pod of another release, or an unlabelled one, does not; nor does any other port
+    stranger = {**pods["Deployment/wxdask-scheduler"], "app.kubernetes.io/instance": "other"}
+    for labels in (stranger, {}, {"app.kubernetes.io/name": "wxdask", "app.kubernetes.io/instance": "wxdask"}):
+        assert not _admitted(sched, labels, 8786) and not _admitted(workers, labels, 40123)
+    assert not _admitted(sched, pods["Deployment/wxdask-worker-cpu"], 22)
+    # no peer is a namespace or an IP block by default
+    for policy in (sched, workers):
+        assert all(set(peer) == {"podSelector"} for rule in policy["spec"]["ingress"] for peer in rule["from"])
+
+
+def test_network_policy_extra_peers_and_off_switch():
+    ingress_ns = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    docs = render({"networkPolicy": {"dashboardFrom": [ingress_ns]}})
+    sched = find(docs, "NetworkPolicy", "wxdask-scheduler")
+    extra = [rule for rule in sched["spec"]["ingress"] if ingress_ns in rule["from"]]
+    assert extra == [{"from": [ingress_ns], "ports": [{"port": 8787, "protocol": "TCP"}]}]
+    for version in KUBE_VERSIONS:
+        kv.validate(sched, version, strict=True)
+    off = render({"networkPolicy": {"enabled": False}})
+    assert not [d for d in off if d["kind"] == "NetworkPolicy"]
+    with pytest.raises(helm.HelmValuesError, match="networkPolicy"):
+        render({"networkPolicy": {"enabld": False}})
+
+
+def test_tls_is_an_option():
+    default = render()
+    assert "DASK_DISTRIBUTED__COMM__TLS__CA_FILE" not in render_text()
+    docs = render({"tls": {"enabled": True, "existingSecret": "wxdask-tls"}})
+    (sched,) = find(docs, "Deployment", "wxdask-scheduler")["spec"]["template"]["spec"]["containers"]
+    assert sched["args"][sched["args"].index("--protocol") + 1] == "tls"
+    for name, spec in pod_specs(docs).items():
+        assert {"name": "dask-tls", "secret": {"secretName": "wxdask-tls", "defaultMode": 0o440}} in spec["volumes"]
+        for c in spec["containers"]:
+            env = env_of(c)
+            assert env["DASK_DISTRIBUTED__COMM__TLS__CA_FILE"]["value"] == "/etc/dask/tls/ca.crt", name
+            assert env["DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY"]["value"] == "/etc/dask/tls/tls.key"
+            assert env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"]["value"] == "true"
+            assert {"name": "dask-tls", "mountPath": "/etc/dask/tls", "readOnly": True} in c["volumeMounts"]
+    (job,) = find(docs, "Job", "wxdask-run-1")["spec"]["template"]["spec"]["containers"]
+    assert job["args"][job["args"].index("--scheduler") + 1] == "tls://wxdask-scheduler:8786"
+    (worker,) = find(docs, "Deployment", "wxdask-worker-cpu")["spec"]["template"]["spec"]["containers"]
+    assert worker["args"][0] == "tls://wxdask-scheduler:8786"
+    for doc in docs:
+        if doc["kind"] not in CRD_KINDS:
+            kv.validate(doc, KUBE_VERSIONS[-1], strict=True)
+    with pytest.raises(helm.HelmValuesError, match="existingSecret"):
+        render({"tls": {"enabled": True}})
+    assert len(default) == len(docs)

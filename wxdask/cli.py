@@ -9,6 +9,7 @@ Heavy imports stay inside the commands.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
@@ -28,7 +29,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except WxdaskError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
+            click.secho(f"error: {' '.join(str(exc).split())}", fg="red", err=True)
             ctx.exit(1)
 
 
@@ -67,38 +68,54 @@ def cluster_options(func: Callable) -> Callable:
 
 
 def load_config(common: dict, **sections: dict) -> Any:
-    """Config from ``--config``, then ``--set`` overrides, then the command's own options."""
+    """Config from ``--config``, then ``--set`` overrides, then the command's own options.
+
+    The one place the CLI builds a config: one :meth:`Config.from_yaml` call, so
+    every value is parsed and validated once (the command's options are only
+    ``section.key`` overrides applied last).
+    """
     from wxdask.config import Config
 
-    cfg = Config.from_yaml(common["config_path"], common["overrides"])
     merged = {"dask": common["dask"], **sections}
-    flat = {f"{sec}.{key}": value for sec, values in merged.items() for key, value in values.items()}
-    return Config.from_dict(_merge(cfg.to_dict(), flat))
+    options = {f"{sec}.{key}": value for sec, values in merged.items() for key, value in values.items()}
+    return Config.from_yaml(common["config_path"], common["overrides"], options)
 
 
-def _merge(base: dict, flat: dict) -> dict:
-    for key, value in flat.items():
-        if value is None:
-            continue
-        section, _, name = key.partition(".")
-        base.setdefault(section, {})[name] = value
-    return base
+def run_stage(stage_run: Callable, cfg: Any, *, write: bool = True) -> Any:
+    """Check the store, take its write lease, make the client, run one stage under monitoring.
 
-
-def run_stage(stage_run: Callable, cfg: Any) -> Any:
-    """Make the client, run one stage under monitoring, close the client.
-
-    A scheduler lost mid-run becomes a :class:`~wxdask.errors.ClusterError`
-    naming its address (one red line, exit 1), not a traceback.
+    Every command that writes the store runs through here (``write=True``), so
+    each holds the store's lease (:mod:`wxdask.lease`) for its whole run and a
+    second writer is refused at once, naming the first; read-only commands pass
+    ``write=False`` and take none. The lease and the client are released also
+    when the stage fails. A scheduler lost mid-run becomes a
+    :class:`~wxdask.errors.ClusterError` naming its address (one red line, exit
+    1), not a traceback.
     """
-    from wxdask.client import close_client, make_client, monitored, scheduler_guard
+    from wxdask import store
+    from wxdask.client import (
+        check_report_path,
+        close_client,
+        make_client,
+        monitored,
+        scheduler_guard,
+    )
+    from wxdask.lease import StoreLease
 
-    client = make_client(cfg.dask)
-    try:
-        with scheduler_guard(client), monitored(cfg.dask, client):
-            return stage_run(cfg, client)
-    finally:
-        close_client(client)
+    store.check_location(cfg.store, write=write)
+    if cfg.dask.performance_report:
+        check_report_path(cfg.dask.performance_report)
+    ctx = click.get_current_context(silent=True)
+    command = f"wxdask {ctx.info_name}" if ctx is not None else "wxdask"  # the name, never the arguments
+    with contextlib.ExitStack() as stack:
+        if write:
+            stack.enter_context(StoreLease(cfg.store, command))
+        client = make_client(cfg.dask)
+        try:
+            with scheduler_guard(client), monitored(cfg.dask, client):
+                return stage_run(cfg, client)
+        finally:
+            close_client(client)
 
 
 @click.group(cls=_Group)
@@ -116,13 +133,13 @@ def config_group() -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE")
 def config_show(config_path: str | None, overrides: tuple[str, ...]) -> None:
-    """Print the effective configuration as YAML."""
+    """Print the effective configuration as YAML (credentials shown as ***)."""
     import yaml
 
     from wxdask.config import Config
 
     cfg = Config.from_yaml(config_path, list(overrides))
-    click.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    click.echo(yaml.safe_dump(cfg.to_dict(redact=True), sort_keys=False))
 
 
 @main.command()
@@ -157,7 +174,7 @@ def train(store_url: str | None, model_dir: str | None, epochs: int | None, batc
 
     cfg = load_config(common, store={"url": store_url}, train={
         "model_dir": model_dir, "epochs": epochs, "batch_size": batch_size, "on_gpu_worker": on_gpu_worker})
-    click.echo(run_stage(stage.run, cfg))
+    click.echo(run_stage(stage.run, cfg, write=False))  # reads the store; writes only the model directory
 
 
 @main.command()
@@ -258,7 +275,7 @@ def search_command(store_url: str | None, k: int | None, exclude_window: str | N
             text += f"\nwrote {queries.plot_query(c, result, plot)}"
         return text
 
-    click.echo(run_stage(one, cfg))
+    click.echo(run_stage(one, cfg, write=False))
 
 
 @main.command("interpolate")

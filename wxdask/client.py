@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
+import os
 import sys
 import time
 from typing import Any, Iterator
@@ -17,53 +18,85 @@ from distributed import Client, LocalCluster, Nanny, performance_report, progres
 from distributed.comm.core import CommClosedError
 
 from wxdask.config import DaskConfig
-from wxdask.errors import ClusterError, WxdaskError
+from wxdask.errors import ClusterError, ConfigError, WxdaskError
 
 __all__ = ["make_client", "check_versions", "gpu_workers", "monitored", "scheduler_guard", "close_client", "compute",
-           "worker_address"]
+           "worker_address", "check_report_path"]
 
 logger = logging.getLogger(__name__)
 
 
-def make_client(cfg: DaskConfig, *, timeout: str = "10s") -> Client:
+def make_client(cfg: DaskConfig, *, timeout: str | float | None = None) -> Client:
     """Connect to ``cfg.scheduler``, or start a LocalCluster of ``cfg.n_workers`` workers.
 
     ``cfg.gpu_workers`` of the local workers advertise ``GPU=1`` (one thread each).
-    The dashboard link is logged.
+    A local cluster listens on ``cfg.host`` and serves its (unauthenticated)
+    dashboard on ``cfg.dashboard_address``, both loopback by default. The
+    dashboard link is logged. No wait is unbounded: reaching the scheduler gives
+    up after ``cfg.connect_timeout`` seconds, starting the local cluster and its
+    workers after ``cfg.start_timeout``.
+
+    Parameters
+    ----------
+    cfg : DaskConfig
+        Where the cluster is, or what to start.
+    timeout : str or float, optional
+        Overrides ``cfg.connect_timeout`` (``"10s"`` or seconds).
 
     Raises
     ------
     ClusterError
-        If the scheduler cannot be reached, naming its address.
+        If the scheduler cannot be reached, naming its address, or the local
+        workers do not start in time.
     """
+    limit = cfg.connect_timeout if timeout is None else timeout
     if cfg.scheduler:
         try:
-            client = Client(cfg.scheduler, timeout=timeout)
-        except (OSError, TimeoutError) as exc:
+            client = Client(cfg.scheduler, timeout=limit)
+        except (OSError, TimeoutError, ValueError) as exc:
             raise ClusterError(
-                f"cannot reach the Dask scheduler at {cfg.scheduler!r} ({type(exc).__name__}: {exc}); "
-                "is it running, and is the address right?"
+                f"cannot reach the Dask scheduler at {cfg.scheduler!r} within {limit} s "
+                f"({type(exc).__name__}: {' '.join(str(exc).split())}); is it running, and is the address right?"
             ) from None
         try:
             check_versions(client)
         except (OSError, TimeoutError) as exc:
             logger.warning("could not compare package versions with the cluster: %s", exc)
     else:
-        cluster = LocalCluster(
-            n_workers=cfg.n_workers - cfg.gpu_workers,
-            threads_per_worker=cfg.threads_per_worker,
-            memory_limit=cfg.memory_limit,
-            processes=True,
-        )
+        limit = cfg.start_timeout
+        try:
+            cluster = LocalCluster(
+                n_workers=cfg.n_workers - cfg.gpu_workers,
+                threads_per_worker=cfg.threads_per_worker,
+                memory_limit=cfg.memory_limit,
+                processes=True,
+                host=cfg.host,
+                dashboard_address=cfg.dashboard_address,
+                timeout=limit,
+            )
+        except (OSError, TimeoutError) as exc:
+            raise ClusterError(
+                f"could not start a local Dask cluster on {cfg.host} (dashboard {cfg.dashboard_address}) "
+                f"within {limit} s: {type(exc).__name__}: {' '.join(str(exc).split())}"
+            ) from None
         for i in range(cfg.gpu_workers):
             cluster.worker_spec[f"gpu-{i}"] = {
                 "cls": Nanny,
-                "options": {"nthreads": 1, "resources": {"GPU": 1}, "memory_limit": cfg.memory_limit},
+                "options": {"nthreads": 1, "resources": {"GPU": 1}, "memory_limit": cfg.memory_limit,
+                            "host": cfg.host},
             }
         if cfg.gpu_workers:
             cluster.sync(cluster._correct_state)
         client = Client(cluster)
-        client.wait_for_workers(cfg.n_workers)
+        try:
+            client.wait_for_workers(cfg.n_workers, timeout=limit)
+        except (OSError, TimeoutError):
+            n = len(client.scheduler_info(n_workers=-1)["workers"])
+            close_client(client)
+            raise ClusterError(
+                f"only {n} of {cfg.n_workers} local Dask workers started within {limit} s "
+                "(dask.start_timeout); see the log for why, or lower dask.n_workers / dask.memory_limit"
+            ) from None
     logger.info("Dask dashboard: %s", client.dashboard_link)
     return client
 
@@ -145,6 +178,7 @@ def monitored(cfg: DaskConfig, client: Client | None = None) -> Iterator[None]:
     if not cfg.performance_report:
         yield
         return
+    check_report_path(cfg.performance_report)
     report = performance_report(filename=cfg.performance_report)
     report.__enter__()
     try:
@@ -156,7 +190,28 @@ def monitored(cfg: DaskConfig, client: Client | None = None) -> Iterator[None]:
         report.__exit__(*sys.exc_info())
         raise
     report.__exit__(None, None, None)
-    logger.info("performance report written to %s", cfg.performance_report)
+    if os.path.isfile(cfg.performance_report):
+        logger.info("performance report written to %s", cfg.performance_report)
+    else:
+        logger.warning("no performance report at %s: distributed did not write it", cfg.performance_report)
+
+
+def check_report_path(path: str) -> None:
+    """Refuse, before any work, a report path whose directory is missing or that is a directory.
+
+    Raises
+    ------
+    ConfigError
+        Naming the path and what is wrong with it.
+    """
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ConfigError(f"dask.performance_report {path!r} is a directory; name an .html file in it")
+    if not os.path.isdir(parent):
+        what = "is not a directory" if os.path.exists(parent) else "does not exist"
+        raise ConfigError(f"dask.performance_report {path!r}: its directory {parent!r} {what}")
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"dask.performance_report {path!r}: its directory {parent!r} is not writable")
 
 
 def _scheduler_lost(client: Client, wait: float = 0.0) -> bool:

@@ -10,6 +10,9 @@ Dask's own settings (memory limits, fusion, comms) stay in ``dask.config``.
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
+import logging
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -38,7 +41,12 @@ __all__ = [
     "parse_time",
     "parse_leads",
     "parse_duration",
+    "parse_scheduler_address",
+    "redacted",
+    "SECRET_KEY_PATTERN",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: First initialisation time in the HRRR archive on AWS.
 ARCHIVE_START = np.datetime64("2014-09-30T00", "h")
@@ -58,13 +66,174 @@ def _positive_float(name: str, value: Any) -> float:
     return float(value)
 
 
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    return bool(value)
+
+
+def _int(name: str, value: Any, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (minimum is not None and value < minimum):
+        what = "an int" if minimum is None else f"an int >= {minimum}"
+        raise ConfigError(f"{name} must be {what}, got {value!r}")
+    return int(value)
+
+
+def _path(name: str, value: Any, *, optional: bool = True) -> str | None:
+    """A path or URL: a non-empty string (``None`` when optional), never a number or a list."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value:
+        what = "a non-empty path or URL" + (" or null" if optional else "")
+        raise ConfigError(f"{name} must be {what}, got {value!r}")
+    return value
+
+
+def _mapping(name: str, value: Any) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        # the type, not the value: a credential pasted in the wrong place must not reach the terminal
+        raise ConfigError(f"{name} must be a mapping (key: value), got a value of type {type(value).__name__}")
+    return dict(value)
+
+
+def _byte_size(name: str, value: Any) -> str | int | float:
+    """A byte size for Dask (``"4GiB"``, an int of bytes, a fraction of memory, or ``"auto"``)."""
+    from dask.utils import parse_bytes
+
+    if isinstance(value, bool) or value is None:
+        raise ConfigError(f"{name} must be a byte size like 4GiB, got {value!r}")
+    if isinstance(value, (int, float)):
+        if not value > 0:
+            raise ConfigError(f"{name} must be a positive byte size like 4GiB, got {value!r}")
+        return value
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return value
+    try:
+        n = parse_bytes(value) if isinstance(value, str) else None
+    except (ValueError, TypeError):
+        n = None
+    if n is None or n <= 0:
+        raise ConfigError(f"{name} must be a byte size like 4GiB or 500MB (or 'auto'), got {value!r}")
+    return value
+
+
+#: Schemes of Dask comm addresses, and those that need ``host:port``.
+_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx", "inproc")
+_PORTED = ("tcp", "tls", "ws", "wss")
+
+
+def parse_scheduler_address(value: Any, name: str = "dask.scheduler") -> str | None:
+    """Check a Dask scheduler address such as ``tcp://host:8786`` (the scheme defaults to tcp).
+
+    Raises
+    ------
+    ConfigError
+        If the scheme is not a Dask comm (tcp, tls, ws, wss, ucx, inproc) or
+        a tcp/tls/ws/wss address has no valid port.
+
+    Examples
+    --------
+    >>> parse_scheduler_address("tcp://10.0.0.2:8786")
+    'tcp://10.0.0.2:8786'
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{name} must be an address like tcp://host:8786, got {value!r}")
+    scheme, sep, rest = value.strip().partition("://")
+    if not sep:
+        scheme, rest = "tcp", value.strip()
+    if scheme not in _SCHEMES:
+        raise ConfigError(f"{name} {value!r} has an unknown scheme {scheme!r}; valid: {', '.join(_SCHEMES)}")
+    if scheme in _PORTED:
+        host, colon, port = rest.rpartition(":")
+        if not colon or not host:
+            raise ConfigError(f"{name} {value!r} has no port; write it as {scheme}://host:8786")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{name} {value!r} has no valid port ({port!r}); write it as {scheme}://host:8786")
+        if ":" in host and not host.startswith("["):
+            raise ConfigError(f"{name} {value!r}: write an IPv6 host in brackets, {scheme}://[::1]:8786")
+    return value.strip()
+
+
+#: Key names whose values are secrets (matched case-insensitively anywhere in a key).
+SECRET_KEY_PATTERN = re.compile(
+    r"key|secret|token|passw|credential|auth|signature|private", re.IGNORECASE)
+#: Keys that match the pattern but hold no secret.
+_NOT_SECRET = {"key_prefix", "keys", "signature_version", "auth_type"}
+#: What replaces a secret value.
+REDACTED = "***"
+
+
+def redacted(data: Any) -> Any:
+    """A copy of nested plain data with the values of secret-looking keys replaced by ``"***"``.
+
+    Keys are matched case-insensitively on ``key``, ``secret``, ``token``,
+    ``passw``, ``credential``, ``auth``, ``signature`` and ``private``
+    (so ``key``, ``secret``, ``token``, ``aws_access_key_id``,
+    ``aws_secret_access_key``, ``aws_session_token``, ``password``, ``passwd``
+    ...) at any depth, in mappings and in lists of mappings. This is the one
+    function through which a configuration is recorded (store attributes) or
+    shown (``wxdask config show``, logs).
+
+    Examples
+    --------
+    >>> redacted({"store": {"storage_options": {"key": "AKIA", "client_kwargs": {"endpoint_url": "http://x"}}}})
+    {'store': {'storage_options': {'key': '***', 'client_kwargs': {'endpoint_url': 'http://x'}}}}
+    """
+    if isinstance(data, dict):
+        out = {}
+        for k, v in data.items():
+            secret = isinstance(k, str) and k.lower() not in _NOT_SECRET and SECRET_KEY_PATTERN.search(k)
+            out[k] = REDACTED if secret and v is not None and not isinstance(v, (dict, list, tuple)) else redacted(v)
+        return out
+    if isinstance(data, (list, tuple)):
+        return [redacted(v) for v in data]
+    return data
+
+
+_OFFSET = re.compile(r"(?:[+-]\d{2}(?::?\d{2})?|Z)$")
+
+
+def _utc(value: Any, name: str) -> Any:
+    """Turn a datetime/date (YAML timestamps) or an ISO string with a UTC offset into naive UTC ISO text."""
+    if isinstance(value, np.datetime64) or value is None:
+        return value
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is not None:
+            utc = value.astimezone(_dt.UTC).replace(tzinfo=None)
+            logger.info("%s %s converted to UTC: %s", name, value.isoformat(), utc.isoformat())
+            value = utc
+        return value.replace(tzinfo=None).isoformat()
+    if isinstance(value, _dt.date):
+        return value.isoformat() + "T00"
+    if isinstance(value, str):
+        text = value.strip()
+        if "T" in text or " " in text:
+            _, _, clock = text.replace(" ", "T").partition("T")
+            if _OFFSET.search(clock) and not clock.endswith("Z"):
+                try:
+                    parsed = _dt.datetime.fromisoformat(text)
+                except ValueError:
+                    raise ConfigError(f"{name} must be an ISO time like 2019-09-20T05, got {value!r}") from None
+                return _utc(parsed, name)
+        return text
+    raise ConfigError(f"{name} must be an ISO time like 2019-09-20T05, got {value!r}")
+
+
 def parse_time(value: Any, name: str = "time") -> np.datetime64:
     """Parse an initialisation time that must lie on the hour, in the archive.
 
     Parameters
     ----------
-    value : str or numpy.datetime64
-        ISO time such as ``"2019-09-20T05"`` or ``"2019-09-20T05:00"`` (UTC).
+    value : str, datetime.datetime, datetime.date or numpy.datetime64
+        ISO time such as ``"2019-09-20T05"`` or ``"2019-09-20T05:00"`` (UTC,
+        with or without a trailing ``Z``). A time with a UTC offset
+        (``"2019-09-20T07+02:00"``, or a YAML timestamp with one) is converted
+        to UTC, and the conversion is logged; a ``datetime`` without one (what
+        YAML makes of ``2019-09-20 05:00:00``) is taken as UTC.
     name : str
         Name used in the error message.
 
@@ -83,6 +252,7 @@ def parse_time(value: Any, name: str = "time") -> np.datetime64:
     >>> parse_time("2019-09-20T05")
     np.datetime64('2019-09-20T05','h')
     """
+    value = _utc(value, name)
     try:
         t = np.datetime64(str(value).rstrip("Z"))
     except ValueError:
@@ -110,9 +280,18 @@ def parse_leads(value: Any) -> tuple[int, ...]:
     >>> parse_leads("0,1, 2")
     (0, 1, 2)
     """
-    items = value.split(",") if isinstance(value, str) else list(value)
+    if isinstance(value, str):
+        items = value.split(",")
+    elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        items = [value]
+    elif isinstance(value, (list, tuple, np.ndarray)):
+        items = list(value)
+    else:
+        raise ConfigError(f"leads must be a list of whole hours 0..{MAX_LEAD} (or '0,1,2'), got {value!r}")
     leads = []
     for item in items:
+        if isinstance(item, bool) or not isinstance(item, (str, int, np.integer)):
+            raise ConfigError(f"leads must be whole hours 0..{MAX_LEAD}, got {item!r}")
         try:
             lead = int(str(item).strip())
         except ValueError:
@@ -128,13 +307,15 @@ def parse_leads(value: Any) -> tuple[int, ...]:
 
 
 def parse_duration(value: Any, name: str = "duration") -> np.timedelta64:
-    """Parse a duration such as ``"24h"``, ``"2d"``, ``"90m"`` or ``"0"``.
+    """Parse a duration in whole hours such as ``"24h"``, ``"2d"`` or ``"0"``.
 
     Examples
     --------
     >>> parse_duration("2d")
     np.timedelta64(48,'h')
     """
+    if isinstance(value, bool) or not isinstance(value, (str, int, np.integer)):
+        raise ConfigError(f"{name} must look like 24h or 2d, got {value!r}")
     text = str(value).strip().lower()
     units = {"h": 1, "d": 24}
     try:
@@ -161,15 +342,43 @@ class StoreConfig:
         Local path or fsspec URL (``s3://bucket/prefix.zarr``).
     storage_options : dict
         Passed to fsspec for a remote store (endpoint, credentials from the
-        environment are used when empty).
+        environment are used when empty). Values of secret-looking keys
+        (key, secret, token, password...) are never recorded or shown: see
+        :func:`redacted`. Prefer credentials from the environment.
+    lease_heartbeat : float
+        Seconds between refreshes of the write lease a writing command holds
+        on the store (:mod:`wxdask.lease`).
+    lease_stale : float or None
+        A lease whose last heartbeat is older than this many seconds is taken
+        to be a dead run's and broken (default: 3 x ``lease_heartbeat``).
     """
 
     url: str = "wxdask.zarr"
     storage_options: dict = field(default_factory=dict)
+    lease_heartbeat: float = 10.0
+    lease_stale: float | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.url, str) or not self.url:
-            raise ConfigError(f"store.url must be a non-empty path or URL, got {self.url!r}")
+        _path("store.url", self.url, optional=False)
+        object.__setattr__(self, "storage_options", _mapping("store.storage_options", self.storage_options))
+        if self.storage_options and "://" not in self.url:
+            raise ConfigError(
+                f"store.storage_options are for an fsspec URL (s3://..., file://...), but store.url "
+                f"{self.url!r} is a plain local path; drop them or write the URL with its protocol"
+            )
+        _positive_float("store.lease_heartbeat", self.lease_heartbeat)
+        if self.lease_stale is not None:
+            _positive_float("store.lease_stale", self.lease_stale)
+            if self.lease_stale <= self.lease_heartbeat:
+                raise ConfigError(
+                    f"store.lease_stale ({self.lease_stale}) must be longer than store.lease_heartbeat "
+                    f"({self.lease_heartbeat})"
+                )
+
+    @property
+    def stale_after(self) -> float:
+        """Seconds after its last heartbeat that a lease counts as a dead run's."""
+        return float(self.lease_stale) if self.lease_stale is not None else 3.0 * self.lease_heartbeat
 
 
 @dataclass(frozen=True)
@@ -186,11 +395,23 @@ class DaskConfig:
     gpu_workers : int
         How many of the local workers advertise the ``GPU`` resource.
     memory_limit : str
-        Memory limit per local worker.
+        Memory limit per local worker (``"4GiB"``, bytes, or ``"auto"``).
     performance_report : str or None
         Write a Dask performance report (HTML) to this path.
     progress : bool
         Show a progress bar on a terminal.
+    host : str
+        Interface the local cluster's scheduler and workers listen on
+        (loopback by default: the local cluster is for this machine only).
+    dashboard_address : str
+        Where the local cluster serves its dashboard, which has no
+        authentication: loopback by default. ``":8787"`` serves it on every
+        interface.
+    connect_timeout : float
+        Seconds to wait for ``scheduler`` to answer before giving up with an error.
+    start_timeout : float
+        Seconds to wait for the local cluster's workers to start before giving
+        up with an error.
     """
 
     scheduler: str | None = None
@@ -200,11 +421,23 @@ class DaskConfig:
     memory_limit: str = "4GiB"
     performance_report: str | None = None
     progress: bool = True
+    host: str = "127.0.0.1"
+    dashboard_address: str = "127.0.0.1:8787"
+    connect_timeout: float = 10.0
+    start_timeout: float = 120.0
 
     def __post_init__(self) -> None:
+        parse_scheduler_address(self.scheduler)
+        _byte_size("dask.memory_limit", self.memory_limit)
+        _path("dask.performance_report", self.performance_report)
+        _bool("dask.progress", self.progress)
+        _path("dask.host", self.host, optional=False)
+        _path("dask.dashboard_address", self.dashboard_address, optional=False)
+        _positive_float("dask.connect_timeout", self.connect_timeout)
+        _positive_float("dask.start_timeout", self.start_timeout)
         _positive_int("dask.n_workers", self.n_workers)
         _positive_int("dask.threads_per_worker", self.threads_per_worker)
-        if not isinstance(self.gpu_workers, int) or not 0 <= self.gpu_workers <= self.n_workers:
+        if isinstance(self.gpu_workers, bool) or not isinstance(self.gpu_workers, int) or not 0 <= self.gpu_workers <= self.n_workers:
             raise ConfigError(
                 f"dask.gpu_workers must be an int in 0..{self.n_workers}, got {self.gpu_workers!r}"
             )
@@ -218,6 +451,9 @@ class IngestConfig:
     ----------
     start, end : str or None
         Initialisation times, ``end`` exclusive, on the hour, not before 2014-09-30.
+        Kept as ``"YYYY-MM-DDTHH"`` UTC text whatever was given: a YAML timestamp
+        (``2019-09-20 05:00:00``) is taken as UTC, and a time with an offset
+        (``2019-09-20T07+02:00``) is converted to UTC (logged).
     leads : tuple of int
         Forecast leads in hours (0 = analysis).
     source : str
@@ -244,10 +480,13 @@ class IngestConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "leads", parse_leads(self.leads))
-        if self.start is not None:
-            parse_time(self.start, "ingest.start")
-        if self.end is not None:
-            parse_time(self.end, "ingest.end")
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, str(parse_time(value, f"ingest.{name}")))
+        _path("ingest.source", self.source, optional=False)
+        _path("ingest.endpoint_url", self.endpoint_url)
+        _bool("ingest.anon", self.anon)
         if self.start is not None and self.end is not None:
             if parse_time(self.end) <= parse_time(self.start):
                 raise ConfigError(
@@ -305,6 +544,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.upsample_first, bool):
             raise ConfigError(f"model.upsample_first must be true or false, got {self.upsample_first!r}")
+        if not isinstance(self.filters, (list, tuple)):
+            raise ConfigError(f"model.filters must be a list of {self.n_layers} positive ints, got {self.filters!r}")
         _positive_int("model.n_layers", self.n_layers)
         _positive_int("model.pool", self.pool)
         _positive_int("model.kernel", self.kernel)
@@ -359,6 +600,9 @@ class TrainConfig:
     cache_mb: int = 1024
 
     def __post_init__(self) -> None:
+        _path("train.model_dir", self.model_dir, optional=False)
+        _int("train.seed", self.seed)
+        _bool("train.on_gpu_worker", self.on_gpu_worker)
         if isinstance(self.cache_mb, bool) or not isinstance(self.cache_mb, int) or self.cache_mb < 0:
             raise ConfigError(f"train.cache_mb must be an int >= 0 (MiB), got {self.cache_mb!r}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -399,8 +643,8 @@ class EvaluateConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.model_dir is not None and (not isinstance(self.model_dir, str) or not self.model_dir):
-            raise ConfigError(f"evaluate.model_dir must be a directory path or null, got {self.model_dir!r}")
+        _path("evaluate.model_dir", self.model_dir)
+        _int("evaluate.seed", self.seed)
         _positive_int("evaluate.batch_size", self.batch_size)
         _positive_int("evaluate.n_examples", self.n_examples)
         _positive_int("evaluate.pca_max_train", self.pca_max_train)
@@ -427,6 +671,7 @@ class EmbedConfig:
     images_per_task: int = 256
 
     def __post_init__(self) -> None:
+        _path("embed.model_dir", self.model_dir)
         _positive_int("embed.batch_size", self.batch_size)
         _positive_int("embed.images_per_task", self.images_per_task)
 
@@ -447,6 +692,7 @@ class DecodeConfig:
     batch_size: int = 64
 
     def __post_init__(self) -> None:
+        _path("decode.model_dir", self.model_dir)
         _positive_int("decode.batch_size", self.batch_size)
 
 
@@ -483,8 +729,9 @@ class SearchConfig:
         _positive_int("search.block_size", self.block_size)
         _positive_int("search.chunk_size", self.chunk_size)
         parse_duration(self.exclude_window, "search.exclude_window")
+        _path("search.model_dir", self.model_dir)
         if self.lead is not None:
-            parse_leads([self.lead])
+            _lead("search.lead", self.lead)
 
 
 @dataclass(frozen=True)
@@ -506,6 +753,8 @@ class InterpolateConfig:
     plot: str | None = None
 
     def __post_init__(self) -> None:
+        _path("interpolate.model_dir", self.model_dir)
+        _path("interpolate.plot", self.plot)
         if isinstance(self.n_decode, bool) or not isinstance(self.n_decode, int) or self.n_decode < 0:
             raise ConfigError(f"interpolate.n_decode must be an int >= 0, got {self.n_decode!r}")
 
@@ -566,8 +815,17 @@ class KMeansConfig:
         _positive_int("kmeans.block_size", self.block_size)
         if self.init_max_iter is not None:
             _positive_int("kmeans.init_max_iter", self.init_max_iter)
+        _int("kmeans.seed", self.seed)
+        _path("kmeans.model_dir", self.model_dir)
+        _path("kmeans.plot", self.plot)
         if self.lead is not None:
-            parse_leads([self.lead])
+            _lead("kmeans.lead", self.lead)
+
+
+def _lead(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= MAX_LEAD:
+        raise ConfigError(f"{name} must be a whole hour 0..{MAX_LEAD} or null, got {value!r}")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -681,12 +939,20 @@ class Config:
     def from_dict(cls, data: dict | None) -> Config:
         """Build from nested plain data; unknown sections or keys are errors.
 
+        Every field's value is checked where its section is built (types
+        included: a list where a mapping belongs, a number where a path
+        belongs, ``maybe`` for a boolean...), so nothing invalid reaches a
+        stage or the store.
+
         Raises
         ------
         ConfigError
-            Naming the unknown section or key and the valid ones.
+            Naming the unknown section or key and the valid ones, or the bad value.
         """
-        data = dict(data or {})
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"a config must be a mapping of sections, got {data!r}")
         sections = {}
         for name, values in data.items():
             if name not in _SECTIONS:
@@ -700,28 +966,34 @@ class Config:
             unknown = set(values) - valid
             if unknown:
                 raise ConfigError(
-                    f"unknown key(s) {sorted(unknown)} in config section {name!r}; valid: {sorted(valid)}"
+                    f"unknown key(s) {sorted(map(str, unknown))} in config section {name!r}; valid: {sorted(valid)}"
                 )
             sections[name] = section_cls(**values)
         return cls(**sections)
 
     @classmethod
-    def from_yaml(cls, path: str | Path | None = None, overrides: dict | list | None = None) -> Config:
-        """Load a YAML file (optional) and apply overrides.
+    def from_yaml(cls, path: str | Path | None = None, overrides: dict | list | None = None,
+                  options: dict | None = None) -> Config:
+        """Load a YAML file (optional), apply overrides, then options: the one way a Config is built.
 
         Parameters
         ----------
         path : str or Path, optional
             YAML file with one mapping per section.
         overrides : dict or list of str, optional
-            ``{"ingest.start": "2019-09-20T00"}`` or ``["ingest.start=2019-09-20T00"]``;
-            list values are parsed as YAML scalars. ``None`` values are ignored,
-            so unset CLI options fall through to the file.
+            ``{"ingest.start": "2019-09-20T00"}`` or ``["ingest.start=2019-09-20T00"]``
+            (the CLI's ``--set``); list values are parsed as YAML. A key may
+            reach into a mapping: ``store.storage_options.client_kwargs.region_name=x``.
+        options : dict, optional
+            Flat ``section.key`` values applied last (a CLI command's own
+            options). In both, ``None`` values are ignored, so unset CLI
+            options fall through to the file.
 
         Raises
         ------
         ConfigError
-            If the file is missing or malformed, or a value is invalid.
+            If the file is missing or malformed, an override is not valid YAML,
+            or a value is invalid.
         """
         data: dict = {}
         if path is not None:
@@ -729,25 +1001,31 @@ class Config:
                 text = Path(path).read_text()
             except OSError as exc:
                 raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+            except UnicodeDecodeError:
+                raise ConfigError(f"config file {str(path)!r} is not text (UTF-8)") from None
             try:
                 data = yaml.safe_load(text) or {}
             except yaml.YAMLError as exc:
-                raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+                raise ConfigError(f"config file {str(path)!r} is not valid YAML: {_one_line(exc)}") from None
             if not isinstance(data, dict):
-                raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
-        for key, value in _override_items(overrides):
-            section, _, name = key.partition(".")
-            if not name:
-                raise ConfigError(f"override {key!r} must look like section.key=value")
-            data.setdefault(section, {})
-            if data[section] is None:
-                data[section] = {}
-            data[section][name] = value
+                raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections, got {data!r}")
+        for key, value in _override_items(overrides) + _override_items(options):
+            _set_dotted(data, key, value)
         return cls.from_dict(data)
 
-    def to_dict(self) -> dict:
-        """Plain nested data (tuples as lists), suitable for YAML and Zarr attrs."""
-        return _plain(dataclasses.asdict(self))
+    def to_dict(self, *, redact: bool = True) -> dict:
+        """Plain, JSON-serialisable nested data (tuples as lists), for YAML, logs and Zarr attrs.
+
+        Parameters
+        ----------
+        redact : bool
+            Replace the values of secret-looking keys (credentials in
+            ``store.storage_options``) by ``"***"`` (:func:`redacted`). The
+            default, since this is what gets recorded and shown; ``False``
+            only to hand a config to code that needs the credentials.
+        """
+        data = _plain(dataclasses.asdict(self))
+        return redacted(data) if redact else data
 
     def replace(self, **sections: Any) -> Config:
         """Return a copy with keys of sections changed: ``cfg.replace(ingest={"leads": (0, 1)})``."""
@@ -758,23 +1036,59 @@ class Config:
         return dataclasses.replace(self, **new)
 
 
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
 def _override_items(overrides: dict | list | None) -> list[tuple[str, Any]]:
     if not overrides:
         return []
     if isinstance(overrides, dict):
-        return [(k, v) for k, v in overrides.items() if v is not None]
+        return [(str(k), v) for k, v in overrides.items() if v is not None]
     items = []
     for text in overrides:
         key, sep, value = str(text).partition("=")
-        if not sep:
+        if not sep or not key.strip():
             raise ConfigError(f"override {text!r} must look like section.key=value")
-        items.append((key.strip(), yaml.safe_load(value)))
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {text!r}: the value is not valid YAML ({_one_line(exc)})") from None
+        items.append((key.strip(), parsed))
     return items
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    """Set ``data[a][b][c] = value`` for ``key="a.b.c"``, making mappings on the way."""
+    parts = [p.strip() for p in key.split(".")]
+    if len(parts) < 2 or not all(parts):
+        raise ConfigError(f"override {key!r} must look like section.key=value")
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict) and depth == 0:
+            raise ConfigError(f"config section {part!r} must be a mapping, got {child!r}")
+        if not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            shown = redacted({part: child})[part]
+            raise ConfigError(f"override {key!r}: {where} is {shown!r}, not a mapping")
+        node = child
+    node[parts[-1]] = value
 
 
 def _plain(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, np.ndarray)):
         return [_plain(v) for v in value]
-    return value
+    if isinstance(value, np.generic):
+        return _plain(value.item())
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, (_dt.timedelta, np.timedelta64, np.datetime64)):
+        return str(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)

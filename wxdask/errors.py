@@ -17,6 +17,7 @@ __all__ = [
     "StoreLayoutError",
     "ModelError",
     "ClusterError",
+    "StoreBusyError",
 ]
 
 
@@ -50,3 +51,7 @@ class ModelError(WxdaskError, ValueError):
 
 class ClusterError(WxdaskError, ConnectionError):
     """The Dask scheduler cannot be reached or was lost."""
+
+
+class StoreBusyError(WxdaskError, RuntimeError):
+    """Another run holds the store's write lease (see :mod:`wxdask.lease`)."""

@@ -26,6 +26,7 @@ from wxdask.errors import StoreLayoutError
 
 __all__ = [
     "exists",
+    "check_location",
     "open_store",
     "open_input",
     "init_output",
@@ -59,9 +60,61 @@ def _fs_and_path(cfg: StoreConfig) -> tuple[fsspec.AbstractFileSystem, str]:
 
 
 def exists(cfg: StoreConfig) -> bool:
-    """Whether a Zarr group already exists at ``cfg.url``."""
-    fs, path = _fs_and_path(cfg)
+    """Whether a Zarr group already exists at ``cfg.url`` (after :func:`check_location`)."""
+    fs, path = check_location(cfg)
     return fs.exists(f"{path.rstrip('/')}/zarr.json")
+
+
+def check_location(cfg: StoreConfig, *, write: bool = False) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Refuse a store location that cannot be a store, before anything reads or writes it.
+
+    Checks that a local path is not a plain file and does not lie under one,
+    that (with ``write``) the directory that would hold it is writable, and
+    that an existing ``zarr.json`` is a readable Zarr group document. A user
+    who may not write a directory is caught by ``os.access``; root passes it.
+
+    Returns
+    -------
+    (fsspec.AbstractFileSystem, str)
+        The store's filesystem and path.
+
+    Raises
+    ------
+    StoreLayoutError
+        Naming the path and what is wrong with it.
+    """
+    import json
+    import os
+
+    fs, path = _fs_and_path(cfg)
+    root = path.rstrip("/")
+    if "file" in fs.protocol or "local" in fs.protocol:
+        if os.path.isfile(root):
+            raise StoreLayoutError(f"store {cfg.url!r} is a plain file, not a Zarr store directory")
+        if not os.path.exists(root):
+            above = os.path.dirname(os.path.abspath(root))
+            while not os.path.exists(above):
+                above = os.path.dirname(above)
+            if not os.path.isdir(above):
+                raise StoreLayoutError(f"cannot create store {cfg.url!r}: {above!r} is a file, not a directory")
+            if write and not os.access(above, os.W_OK | os.X_OK):
+                raise StoreLayoutError(f"cannot create store {cfg.url!r}: directory {above!r} is not writable")
+        elif write and not os.access(root, os.W_OK | os.X_OK):
+            raise StoreLayoutError(f"cannot write store {cfg.url!r}: the directory is not writable")
+    meta = f"{root}/zarr.json"
+    try:
+        raw = fs.cat_file(meta)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return fs, path
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StoreLayoutError(
+            f"store {cfg.url!r}: {meta!r} is corrupt (not JSON: {exc}); restore it from a copy, or move the store away"
+        ) from None
+    if not isinstance(doc, dict) or doc.get("zarr_format") != 3 or doc.get("node_type") != "group":
+        raise StoreLayoutError(f"store {cfg.url!r}: {meta!r} is not a Zarr v3 group document")
+    return fs, path
 
 
 def open_store(cfg: StoreConfig, *, decode: bool = True) -> xr.Dataset:

@@ -47,7 +47,36 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{- define "wxdask.schedulerAddress" -}}
-{{- printf "tcp://%s:%v" (include "wxdask.schedulerName" .) .Values.scheduler.port }}
+{{- printf "%s://%s:%v" (ternary "tls" "tcp" .Values.tls.enabled) (include "wxdask.schedulerName" .) .Values.scheduler.port }}
+{{- end }}
+
+{{/* Labels that select every pod of this release that may talk to the scheduler and the workers. */}}
+{{- define "wxdask.ownPods" -}}
+matchLabels:
+  {{- include "wxdask.selectorLabels" . | nindent 2 }}
+matchExpressions:
+  - key: app.kubernetes.io/component
+    operator: In
+    values: [scheduler, worker, job]
+{{- end }}
+
+{{/* TLS settings of distributed, from the mounted Secret (tls.enabled). */}}
+{{- define "wxdask.tlsEnv" -}}
+{{- if .Values.tls.enabled }}
+{{- $d := .Values.tls.mountPath }}
+- name: DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION
+  value: "true"
+- name: DASK_DISTRIBUTED__COMM__DEFAULT_SCHEME
+  value: tls
+- name: DASK_DISTRIBUTED__COMM__TLS__CA_FILE
+  value: {{ printf "%s/%s" $d .Values.tls.caKey | quote }}
+{{- range $who := list "SCHEDULER" "WORKER" "CLIENT" }}
+- name: DASK_DISTRIBUTED__COMM__TLS__{{ $who }}__CERT
+  value: {{ printf "%s/%s" $d $.Values.tls.certKey | quote }}
+- name: DASK_DISTRIBUTED__COMM__TLS__{{ $who }}__KEY
+  value: {{ printf "%s/%s" $d $.Values.tls.keyKey | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{- define "wxdask.image" -}}
@@ -66,6 +95,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   value: /scratch
 - name: MPLCONFIGDIR
   value: /tmp/matplotlib
+{{- include "wxdask.tlsEnv" . }}
 {{- range $name, $value := .Values.env }}
 - name: {{ $name }}
   value: {{ $value | quote }}
@@ -124,6 +154,15 @@ prometheus.io/path: /metrics
 - name: scratch
   emptyDir:
     sizeLimit: {{ .Values.workers.scratchSizeLimit }}
+{{- if .Values.tls.enabled }}
+{{- if not .Values.tls.existingSecret }}
+{{- fail "tls.enabled needs tls.existingSecret: a Secret with the CA, certificate and key" }}
+{{- end }}
+- name: dask-tls
+  secret:
+    secretName: {{ .Values.tls.existingSecret }}
+    defaultMode: 0440
+{{- end }}
 {{- end }}
 
 {{- define "wxdask.scratchMounts" -}}
@@ -131,6 +170,11 @@ prometheus.io/path: /metrics
   mountPath: /tmp
 - name: scratch
   mountPath: /scratch
+{{- if .Values.tls.enabled }}
+- name: dask-tls
+  mountPath: {{ .Values.tls.mountPath }}
+  readOnly: true
+{{- end }}
 {{- end }}
 
 {{/* The shared volume (workers and the Job), when a claim is named. */}}
