@@ -8,8 +8,9 @@ directory or an S3 bucket.
 Modules: ``_rng`` (counter-based random streams), ``regimes`` (episodes, regimes
 and their storm sources), ``storms`` (storms and their blobs), ``render`` (blobs
 to a field: :func:`refc_field`), ``grib`` (:func:`encode_refc`), ``fields`` (the
-other fields of a surface file),, ``archive`` (files, ``.idx`` and archives) and ``realism``
-(statistics that compare a field with real HRRR reflectivity; not imported here).
+other fields of a surface file), ``archive`` (files, ``.idx`` and archives) and
+``realism`` (statistics that compare a field with real HRRR reflectivity; not
+imported here).
 
 The weather is a pure function of ``(seed, valid time, lead)``:
 
