@@ -95,6 +95,7 @@ class _Source:
     life: tuple[float, float]  # hours
     dbz: tuple[float, float]  # peak reflectivity
     size_km: tuple[float, float]  # core (or shield) sigma
+    season: float = 0.0  # birth-rate seasonality: > 0 peaks in July, < 0 in January (see _seasonal)
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ class _Regime:
     name: str
     steering: tuple[float, float]  # m/s, east and north
     sources: tuple[_Source, ...]
-    band: _Band | None = None
+    bands: tuple[_Band, ...] = ()
 
 
 _REGIMES = (
@@ -125,8 +126,9 @@ _REGIMES = (
             _Source(_CELL, -101.5, 38.0, 250, 400, 1.5, 17.0, 0.9, (2, 6), (55, 74), (10, 16)),
             _Source(_CELL, -94.0, 36.0, 400, 300, 0.7, 17.0, 0.8, (2, 5), (52, 70), (9, 14)),
             _Source(_SHIELD, -94.0, 41.0, 300, 200, 0.06, 6.0, 0.5, (10, 20), (26, 36), (120, 200)),
-            _Source(_SHIELD, -97.0, 40.0, 600, 350, 1.2, 18.0, 0.4, (12, 30), (8, 22), (250, 400)),
-            _Source(_SHIELD, -92.0, 46.0, 700, 250, 0.6, 12.0, 0.0, (12, 30), (5, 25), (150, 300)),
+            _Source(_SHIELD, -97.0, 40.0, 600, 350, 1.2, 18.0, 0.4, (12, 30), (14, 30), (250, 400)),
+            _Source(_SHIELD, -92.0, 46.0, 700, 250, 0.6, 12.0, 0.0, (12, 30), (12, 32), (150, 300)),
+            _Source(_CELL, -97.0, 37.0, 900, 600, 24.0, 17.0, 0.8, (1.5, 4), (40, 58), (6, 11), 0.4),
         ),
     ),
     _Regime(
@@ -136,9 +138,11 @@ _REGIMES = (
             _Source(_CELL, -90.0, 31.0, 650, 130, 3.5, 15.0, 0.95, (2, 5), (52, 72), (8, 13)),
             _Source(_CELL, -81.5, 28.0, 130, 250, 2.5, 15.0, 0.95, (2, 5), (52, 72), (8, 13)),
             _Source(_CELL, -89.0, 27.0, 500, 150, 1.0, 6.0, 0.7, (3, 7), (42, 60), (9, 15)),
-            _Source(_SHIELD, -92.0, 26.5, 350, 150, 0.1, 12.0, 0.0, (18, 30), (28, 40), (120, 200)),
-            _Source(_SHIELD, -88.0, 30.0, 700, 300, 0.7, 16.0, 0.5, (12, 24), (5, 18), (250, 380)),
-            _Source(_SHIELD, -84.0, 33.0, 700, 350, 1.1, 16.0, 0.5, (10, 24), (5, 22), (200, 350)),
+            _Source(_SHIELD, -92.0, 26.5, 350, 150, 0.1, 16.0, 0.6, (18, 30), (28, 40), (120, 200)),
+            _Source(_SHIELD, -88.0, 30.0, 700, 300, 0.7, 16.0, 0.7, (12, 24), (12, 28), (250, 380)),
+            _Source(_SHIELD, -84.0, 33.0, 700, 350, 1.1, 16.0, 0.7, (10, 24), (12, 30), (200, 350)),
+            _Source(_LINE, -92.0, 31.5, 400, 150, 0.15, 18.0, 0.6, (6, 12), (52, 66), (8, 12)),
+            _Source(_CELL, -86.0, 31.0, 1000, 350, 28.0, 15.0, 0.97, (1.5, 4), (40, 58), (6, 11), 0.3),
         ),
     ),
     _Regime(
@@ -147,10 +151,15 @@ _REGIMES = (
         (
             _Source(_CELL, -84.0, 37.0, 500, 250, 1.0, 16.0, 0.6, (2, 6), (50, 68), (9, 14)),
             _Source(_SHIELD, -77.0, 43.0, 350, 250, 0.12, 12.0, 0.0, (12, 24), (20, 34), (150, 250)),
-            _Source(_SHIELD, -80.0, 42.0, 500, 300, 0.5, 12.0, 0.0, (12, 30), (5, 20), (250, 420)),
-            _Source(_SHIELD, -88.0, 38.0, 600, 300, 0.5, 12.0, 0.0, (12, 30), (10, 30), (150, 300)),
+            _Source(_SHIELD, -80.0, 42.0, 500, 300, 0.5, 12.0, 0.0, (12, 30), (12, 30), (250, 420)),
+            _Source(_SHIELD, -88.0, 38.0, 600, 300, 0.5, 12.0, 0.0, (12, 30), (16, 34), (150, 300)),
+            _Source(_LINE, -86.0, 37.0, 400, 250, 0.2, 18.0, 0.5, (6, 12), (50, 64), (8, 12)),
+            _Source(_CELL, -82.0, 40.0, 800, 500, 16.0, 15.0, 0.5, (1.5, 4), (38, 55), (6, 10), 0.3),
         ),
-        _Band(-84.0, 39.0, 35.0, (1500, 2000), (70, 120), (28, 40), 0.3),
+        (
+            _Band(-84.0, 39.0, 35.0, (1500, 2000), (30, 60), (30, 42), 0.3),
+            _Band(-93.0, 33.5, 50.0, (900, 1300), (25, 50), (30, 42), 0.3),
+        ),
     ),
     _Regime(
         "quiet",
@@ -161,6 +170,7 @@ _REGIMES = (
             _Source(_SHIELD, -107.0, 40.0, 300, 300, 0.05, 16.0, 0.8, (6, 12), (0, 12), (80, 150)),
             _Source(_SHIELD, -98.0, 47.0, 600, 200, 0.08, 16.0, 0.9, (6, 12), (0, 15), (120, 220)),
             _Source(_SHIELD, -88.0, 44.0, 900, 300, 0.1, 12.0, 0.0, (6, 15), (0, 15), (150, 300)),
+            _Source(_CELL, -106.0, 36.0, 500, 400, 1.5, 16.0, 1.0, (1, 3), (32, 48), (4, 8), 0.8),
         ),
     ),
     _Regime(
@@ -170,17 +180,21 @@ _REGIMES = (
             _Source(_SHIELD, -122.5, 44.0, 250, 350, 0.2, 12.0, 0.0, (18, 36), (22, 38), (150, 260)),
             _Source(_CELL, -121.0, 40.0, 250, 300, 0.6, 15.0, 0.3, (1, 3), (35, 50), (6, 10)),
             _Source(_SHIELD, -112.0, 43.0, 250, 200, 0.05, 15.0, 0.3, (10, 20), (20, 30), (80, 140)),
-            _Source(_SHIELD, -118.0, 45.0, 400, 400, 0.5, 12.0, 0.0, (12, 30), (5, 20), (250, 420)),
-            _Source(_SHIELD, -110.0, 42.0, 500, 400, 0.45, 12.0, 0.0, (12, 30), (5, 22), (150, 300)),
+            _Source(_SHIELD, -118.0, 45.0, 400, 400, 0.5, 12.0, 0.0, (12, 30), (12, 30), (250, 420)),
+            _Source(_SHIELD, -110.0, 42.0, 500, 400, 0.45, 12.0, 0.0, (12, 30), (12, 30), (150, 300)),
+            _Source(_CELL, -118.0, 43.0, 600, 500, 12.0, 14.0, 0.3, (1.5, 4), (34, 50), (6, 10), -0.5),
         ),
-        _Band(-127.0, 41.0, 80.0, (1200, 1600), (70, 120), (26, 38), 0.35),
+        (
+            _Band(-127.0, 41.0, 80.0, (1200, 1600), (30, 60), (28, 40), 0.35),
+            _Band(-111.0, 46.0, 20.0, (700, 1100), (25, 50), (24, 34), 0.4),
+        ),
     ),
 )
 assert tuple(r.name for r in _REGIMES) == REGIME_NAMES
 
 
 _MAX_LIFE = int(max(s.life[1] for r in _REGIMES for s in r.sources))
-_SLOTS = 4  # birth slots per (hour, source): births are Bernoulli per slot, rate / _SLOTS each
+_SLOTS = 48  # birth slots per (hour, source): births are Bernoulli per slot, rate / _SLOTS each
 
 
 @lru_cache(maxsize=1)
@@ -203,7 +217,8 @@ def _source_table() -> dict[str, np.ndarray]:
     for name in ("life", "dbz", "size_km"):
         lo_hi = np.array([getattr(s, name) for _, s in rows], dtype=np.float64)
         cols[name + "_lo"], cols[name + "_hi"] = lo_hi[:, 0], lo_hi[:, 1]
-    assert np.all(cols["rate"] < _SLOTS)
+    cols["season"] = np.array([s.season for _, s in rows])
+    assert np.all(cols["rate"] * (1 + np.abs(cols["season"])) < _SLOTS)
     return cols
 
 
@@ -212,6 +227,11 @@ def _diurnal(hours: np.ndarray, lon: np.ndarray, peak_lst: np.ndarray, strength:
     lst = (hours % 24) + lon / 15.0
     bump = np.exp(2.0 * (np.cos(2 * np.pi * (lst - peak_lst) / 24.0) - 1.0))
     return (1.0 - strength) + strength * bump
+
+
+def _seasonal(hours: np.ndarray, season: np.ndarray) -> np.ndarray:
+    """Birth-rate factor of the time of year: ``1 + season * cos(...)``, peaking mid-July for ``season > 0``."""
+    return 1.0 + season * np.cos(2 * np.pi * (hours / 24.0 - 195.0) / 365.25)
 
 
 def _envelope(a: np.ndarray) -> np.ndarray:

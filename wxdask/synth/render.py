@@ -16,8 +16,12 @@ __all__ = ["REFC_FLOOR", "refc_field"]
 REFC_FLOOR = -10.0
 _REFC_CAP = 75.0
 _EDGE_DB = 8.0  # a blob's profile reaches -10 - _EDGE_DB far away: echoes have clean edges
-_TEXTURE_DB = 3.0
-_TEXTURE_WIND = (8.0, 2.0)  # m/s, the texture's constant drift
+_TEXTURE_DB = 10.0  # standard deviation of the texture (all octaves) inside echoes
+_TEXTURE_WIND = (8.0, 2.0)  # m/s, the texture's mean drift
+_TEXTURE_CELL_M = 3e3  # the finest octave's cell
+_TEXTURE_OCTAVES = 7  # cells 3 .. 192 km
+_TEXTURE_H = 0.0  # octave amplitude ~ cell**H: a 2-D power spectrum ~ k**-(2 + 2H)
+_TEXTURE_TILE = 256
 
 
 @lru_cache(maxsize=8)
@@ -76,39 +80,61 @@ def _render(blobs: _Blobs, grid: Grid) -> np.ndarray:
     return field
 
 
-@lru_cache(maxsize=8)
-def _texture_tile(seed: int, cell_m: float, corr_m: float, n: int = 256) -> np.ndarray:
-    """Periodic Gaussian-correlated noise tile, unit variance, float32."""
-    white = _uniform(seed, _T_TEXTURE, np.arange(n * n)).reshape(n, n) - 0.5
-    k = np.fft.fftfreq(n, d=cell_m)
+@lru_cache(maxsize=32)
+def _texture_tile(seed: int, octave: int, n: int = _TEXTURE_TILE) -> np.ndarray:
+    """One octave's periodic noise tile (``n`` x ``n`` cells, correlated over about a cell), unit variance, float32."""
+    white = _uniform(seed, _T_TEXTURE, octave, np.arange(n * n)).reshape(n, n) - 0.5
+    k = np.fft.fftfreq(n)
     k2 = k[:, None] ** 2 + k[None, :] ** 2
-    spec = np.fft.fft2(white) * np.exp(-2 * (np.pi * corr_m) ** 2 * k2)
-    tile = np.fft.ifft2(spec).real
+    tile = np.fft.ifft2(np.fft.fft2(white) * np.exp(-2 * (np.pi * 0.7) ** 2 * k2)).real
     tile = (tile - tile.mean()) / tile.std()
     return tile.astype(np.float32)
 
 
+def _octaves(grid: Grid) -> list[tuple[int, float, float]]:
+    """``(octave, cell_m, amplitude)`` of the texture octaves a grid resolves (cells of at least half its spacing).
+
+    Amplitudes grow as ``cell**_TEXTURE_H`` and are scaled so that all octaves
+    together have a standard deviation of one: the coarse grid sees the large
+    octaves of the same texture as the full grid.
+    """
+    cells = _TEXTURE_CELL_M * 2.0 ** np.arange(_TEXTURE_OCTAVES)
+    amps = (cells / cells[-1]) ** _TEXTURE_H
+    amps = amps / np.sqrt(np.sum(amps**2))
+    return [(o, float(c), float(a)) for o, (c, a) in enumerate(zip(cells, amps)) if c >= grid.dx / 2]
+
+
 def _texture(seed: int, grid: Grid, t: int, lead: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """The advected texture at grid points ``(rows, cols)``; bilinear from a periodic tile."""
-    corr = max(15e3, 1.0 * grid.dx)
-    cell = corr / 3.0
-    tile = _texture_tile(int(seed), cell, corr)
-    n = tile.shape[0]
+    """The advected multi-scale texture at grid points ``(rows, cols)``; bilinear from periodic tiles.
+
+    Each octave drifts with its own wind (small scales faster and more across
+    the mean drift), so the pattern evolves smoothly from hour to hour.
+    """
     x0, y0 = _origin(grid)
-    sx = _TEXTURE_WIND[0] * 3600.0 * t
-    sy = _TEXTURE_WIND[1] * 3600.0 * t
+    px = x0 + cols * grid.dx
+    py = y0 + rows * grid.dx
+    ex = ey = 0.0
     if lead > 0:
         err = 2 * _draw(_hash(seed, _T_ERR, t - lead), 2)[0] - 1
-        sx += err[0] * _POSITION_ERROR * lead * 3600.0
-        sy += err[1] * _POSITION_ERROR * lead * 3600.0
-    fx = ((x0 + cols * grid.dx - sx) / cell) % n
-    fy = ((y0 + rows * grid.dx - sy) / cell) % n
-    ix, iy = np.floor(fx).astype(np.int64), np.floor(fy).astype(np.int64)
-    wx, wy = (fx - ix).astype(np.float32), (fy - iy).astype(np.float32)
-    jx, jy = (ix + 1) % n, (iy + 1) % n
-    top = tile[iy, ix] * (1 - wx) + tile[iy, jx] * wx
-    bottom = tile[jy, ix] * (1 - wx) + tile[jy, jx] * wx
-    return top * (1 - wy) + bottom * wy
+        ex, ey = err * _POSITION_ERROR * lead * 3600.0
+    out = np.zeros(rows.shape, dtype=np.float32)
+    for octave, cell, amp in _octaves(grid):
+        tile = _texture_tile(int(seed), octave)
+        n = tile.shape[0]
+        turn = 0.35 * (octave % 3 - 1)
+        speed = 1.0 + 0.6 * (_TEXTURE_OCTAVES - 1 - octave) / (_TEXTURE_OCTAVES - 1)
+        u, v = _TEXTURE_WIND
+        sx = speed * (u * np.cos(turn) - v * np.sin(turn)) * 3600.0 * t + ex
+        sy = speed * (u * np.sin(turn) + v * np.cos(turn)) * 3600.0 * t + ey
+        fx = ((px - sx) / cell) % n
+        fy = ((py - sy) / cell) % n
+        ix, iy = np.floor(fx).astype(np.int64), np.floor(fy).astype(np.int64)
+        wx, wy = (fx - ix).astype(np.float32), (fy - iy).astype(np.float32)
+        jx, jy = (ix + 1) % n, (iy + 1) % n
+        top = tile[iy, ix] * (1 - wx) + tile[iy, jx] * wx
+        bottom = tile[jy, ix] * (1 - wx) + tile[jy, jx] * wx
+        out += np.float32(amp) * (top * (1 - wy) + bottom * wy)
+    return out
 
 
 def refc_field(seed: int, init_time: Any, lead: int, grid: Grid | str = "coarse") -> np.ndarray:

@@ -27,6 +27,7 @@ from wxdask.synth.regimes import (
     _SLOTS,
     _diurnal,
     _envelope,
+    _seasonal,
     _episode_of,
     _episodes,
     _smoothstep,
@@ -40,7 +41,7 @@ _POSITION_ERROR = 2.0  # m/s: a forecast's storms drift off by up to this much p
 _BAND_FADE_H = 12.0
 _LINE_CELLS = 16
 _SHIELD_CORES = 5
-_BAND_BLOBS = 16
+_BAND_BLOBS = 24
 _BAND_CORES = 6
 
 
@@ -90,6 +91,7 @@ def _storms(seed: int, t: int, lead: int) -> dict[str, np.ndarray]:
     # Sources of the regime of each birth hour; a Bernoulli draw per birth slot.
     ih, isrc = np.nonzero(src["regime"][np.newaxis, :] == regimes[episode][:, np.newaxis])
     rate = src["rate"][isrc] * _diurnal(births[ih], src["lon"][isrc], src["peak_lst"][isrc], src["diurnal"][isrc])
+    rate = rate * _seasonal(births[ih], src["season"][isrc])
     slot_hash = _hash(seed, _T_BIRTH, births[ih][:, None], isrc[:, None], np.arange(_SLOTS)[None, :])
     born = _draw(slot_hash, 1)[..., 0] < (rate / _SLOTS)[:, None]
     row = np.nonzero(born)[0]
@@ -203,7 +205,7 @@ def _shield_blobs(st: dict[str, np.ndarray]) -> _Blobs:
         cs,
         cs * (0.6 + 0.4 * uc[..., 5]),
         theta,
-        peak + 4.0 + 8.0 * uc[..., 6] * (0.6 + 0.4 * np.sin(phase)),
+        peak + 6.0 + 14.0 * uc[..., 6] * (0.6 + 0.4 * np.sin(phase)),
         env,
     )
     return _Blobs.concat([main, cores])
@@ -214,17 +216,14 @@ def _band_blobs(seed: int, t: int, lead: int) -> _Blobs:
     starts, regimes = _episodes(seed)
     k_now = int(_episode_of(seed, np.array([t]))[0])
     parts = []
-    for k in (k_now - 1, k_now):
-        reg = _REGIMES[int(regimes[k])]
-        band = reg.band
-        if band is None:
-            continue
+    for k, bi in ((k, bi) for k in (k_now - 1, k_now) for bi in range(len(_REGIMES[int(regimes[k])].bands))):
+        band = _REGIMES[int(regimes[k])].bands[bi]
         start, end = int(starts[k]), int(starts[k + 1])
         fade = _smoothstep((t - start) / _BAND_FADE_H) * _smoothstep((end + _BAND_FADE_H - t) / _BAND_FADE_H)
         if fade <= 0:
             continue
         hours = t - start
-        ident = _hash(seed, _T_BAND, k)
+        ident = _hash(seed, _T_BAND, k, bi)
         u = _draw(ident, 8)[0]
         bx, by = lonlat_to_xy(get_grid("hrrr"), band.lon, band.lat)
         vx, vy = (band.speed * v[0] for v in _steering(seed, np.array([k])))
