@@ -111,13 +111,16 @@ def _texture(seed: int, grid: Grid, t: int, lead: int, rows: np.ndarray, cols: n
     the mean drift), so the pattern evolves smoothly from hour to hour.
     """
     x0, y0 = _origin(grid)
-    px = x0 + cols * grid.dx
-    py = y0 + rows * grid.dx
+    r0, c0 = int(rows.min()), int(cols.min())
+    # Bilinear interpolation is separable and the grid is regular: interpolate the
+    # tile along y for the window's rows, then along x for its columns.
+    px = x0 + np.arange(c0, int(cols.max()) + 1) * grid.dx
+    py = y0 + np.arange(r0, int(rows.max()) + 1) * grid.dx
     ex = ey = 0.0
     if lead > 0:
         err = 2 * _draw(_hash(seed, _T_ERR, t - lead), 2)[0] - 1
         ex, ey = err * _POSITION_ERROR * lead * 3600.0
-    out = np.zeros(rows.shape, dtype=np.float32)
+    window = np.zeros((py.size, px.size), dtype=np.float32)
     for octave, cell, amp in _octaves(grid):
         tile = _texture_tile(int(seed), octave)
         n = tile.shape[0]
@@ -129,12 +132,10 @@ def _texture(seed: int, grid: Grid, t: int, lead: int, rows: np.ndarray, cols: n
         fx = ((px - sx) / cell) % n
         fy = ((py - sy) / cell) % n
         ix, iy = np.floor(fx).astype(np.int64), np.floor(fy).astype(np.int64)
-        wx, wy = (fx - ix).astype(np.float32), (fy - iy).astype(np.float32)
-        jx, jy = (ix + 1) % n, (iy + 1) % n
-        top = tile[iy, ix] * (1 - wx) + tile[iy, jx] * wx
-        bottom = tile[jy, ix] * (1 - wx) + tile[jy, jx] * wx
-        out += np.float32(amp) * (top * (1 - wy) + bottom * wy)
-    return out
+        wx, wy = (fx - ix).astype(np.float32), (fy - iy).astype(np.float32)[:, None]
+        along_y = tile[iy] * (1 - wy) + tile[(iy + 1) % n] * wy
+        window += np.float32(amp) * (along_y[:, ix] * (1 - wx) + along_y[:, (ix + 1) % n] * wx)
+    return window[rows - r0, cols - c0]
 
 
 def refc_field(seed: int, init_time: Any, lead: int, grid: Grid | str = "coarse") -> np.ndarray:

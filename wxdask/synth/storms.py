@@ -27,9 +27,9 @@ from wxdask.synth.regimes import (
     _SLOTS,
     _diurnal,
     _envelope,
-    _seasonal,
     _episode_of,
     _episodes,
+    _seasonal,
     _smoothstep,
     _source_table,
 )
@@ -216,8 +216,8 @@ def _band_blobs(seed: int, t: int, lead: int) -> _Blobs:
     starts, regimes = _episodes(seed)
     k_now = int(_episode_of(seed, np.array([t]))[0])
     parts = []
-    for k, bi in ((k, bi) for k in (k_now - 1, k_now) for bi in range(len(_REGIMES[int(regimes[k])].bands))):
-        band = _REGIMES[int(regimes[k])].bands[bi]
+    episode_bands = [(k, bi, band) for k in (k_now - 1, k_now) for bi, band in enumerate(_REGIMES[int(regimes[k])].bands)]
+    for k, bi, band in episode_bands:
         start, end = int(starts[k]), int(starts[k + 1])
         fade = _smoothstep((t - start) / _BAND_FADE_H) * _smoothstep((end + _BAND_FADE_H - t) / _BAND_FADE_H)
         if fade <= 0:
