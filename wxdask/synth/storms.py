@@ -248,9 +248,9 @@ def _band_blobs(seed: int, t: int, lead: int) -> _Blobs:
         peak = band.dbz[0] + (band.dbz[1] - band.dbz[0]) * uj[:, 2]
         peak = peak + 4.0 * np.sin(2 * np.pi * (uj[:, 3] + hours / (6.0 + 6.0 * uj[:, 4])))
         spacing = length / _BAND_BLOBS
-        parts.append(_Blobs.make(px, py, 1.2 * spacing, width, axis, peak, fade))
+        parts.append(_Blobs.make(px, py, 1.5 * spacing, 0.6 * width, axis, peak, fade))
         # A broad shield of light echo around it.
-        parts.append(_Blobs.make(px[::2], py[::2], 2.0 * spacing, 3.5 * width, axis, 5.0 + 10.0 * uj[::2, 5], fade))
+        parts.append(_Blobs.make(px[::2], py[::2], 2.0 * spacing, 3.0 * width, axis, 8.0 + 12.0 * uj[::2, 5], fade))
         # Embedded convection near its leading edge.
         c = np.arange(_BAND_CORES)
         uc = _draw(_chain(ident, 2, c), 5)
