@@ -442,3 +442,13 @@ def test_cli(tmp_path):
         assert result.exit_code == 1, (bad, result.output)
         assert result.output.count("\n") == 1 and result.output.startswith("error: ")
     assert not (tmp_path / "bad").exists()
+
+
+def test_idx_forecast_labels_come_from_ingest_and_round_trip():
+    from wxdask.ingest import fcst_label, fcst_lead
+
+    assert [fcst_label(lead) for lead in (0, 1, 48)] == ["anl", "1 hour fcst", "48 hour fcst"]
+    assert all(fcst_lead(fcst_label(lead)) == lead for lead in range(49))
+    assert fcst_lead("0 hour fcst") is None and fcst_lead("15 min fcst") is None and fcst_lead("anl ") is None
+    _, idx = synth.archive_file(SEED, "2019-06-12T00", 3, "coarse")
+    assert {fcst_lead(e.fcst) for e in parse_idx(idx)} == {3}

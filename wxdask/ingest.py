@@ -35,6 +35,8 @@ __all__ = [
     "SlotResult",
     "STATUS",
     "hrrr_key",
+    "fcst_label",
+    "fcst_lead",
     "parse_idx",
     "find_refc",
     "check_message",
@@ -96,6 +98,17 @@ class IdxEntry:
     var: str
     level: str
     fcst: str
+
+
+def fcst_label(lead: int) -> str:
+    """The ``.idx`` forecast label of a lead: ``anl`` for 0, else ``N hour fcst``; :func:`fcst_lead` inverts it."""
+    return "anl" if int(lead) == 0 else f"{int(lead)} hour fcst"
+
+
+def fcst_lead(label: str) -> int | None:
+    """The lead (hours) an ``.idx`` forecast label names, or ``None`` if it is no :func:`fcst_label` label."""
+    m = re.fullmatch(r"anl|([1-9]\d*) hour fcst", label)
+    return None if m is None else int(m[1] or 0)
 
 
 def parse_idx(text: str) -> list[IdxEntry]:
@@ -168,9 +181,8 @@ def find_refc(entries: list[IdxEntry], init_time: np.datetime64 | None = None, l
         if entry.date != want:
             raise CorruptMessageError(f".idx says REFC is for d={entry.date}, expected d={want}")
     if lead is not None:
-        want_fcst = "anl" if lead == 0 else f"{lead} hour fcst"
-        if entry.fcst != want_fcst:
-            raise CorruptMessageError(f".idx says REFC is {entry.fcst!r}, expected {want_fcst!r}")
+        if fcst_lead(entry.fcst) != lead:
+            raise CorruptMessageError(f".idx says REFC is {entry.fcst!r}, expected {fcst_label(lead)!r}")
     return entry
 
 
