@@ -272,11 +272,10 @@ def run(cfg: Config, client: Client | None, *, decoder: Predictor | None = None)
     ds = store.open_input(cfg.store, ["embedding"])
     emb = ds["embedding"]
     out = interpolate(emb)
-    out = client.persist(out) if client is not None else out.persist()
+    out = client.compute(out).result() if client is not None else out.compute()  # (time, lead_time) x 2: small
     model = emb.attrs.get("model_hash", ds.attrs.get("model_hash", ""))
     for name in out.data_vars:
         out[name].attrs["model_hash"] = model
-    store.write_variables(cfg.store, out)
     resid = out["interp_residual"].values
     step = out["step_sqdist"].values
     stats = ratio_summary(resid, step)
@@ -286,8 +285,7 @@ def run(cfg: Config, client: Client | None, *, decoder: Predictor | None = None)
         attrs["interp_dbz_scores"] = scores
         for key in ("rmse_interp", "rmse_average"):
             attrs[f"interp_mean_{key}"] = float(np.mean([s[key] for s in scores]))
-    store.set_attrs(cfg.store, attrs)
-    store.consolidate(cfg.store)
+    store.write_variables(cfg.store, out, attrs=attrs)
     logger.info("median interp_residual/step_sqdist = %.4g over %d slots (median residual %.4g, step %.4g)",
                 stats["median_ratio"], stats["n_ratio"], stats["median_residual"], stats["median_step"])
     if cfg.interpolate.plot:

@@ -706,15 +706,13 @@ def run(cfg: Config, client: Client | None, *, decoder: Predictor | None = None)
     for name in ("cluster", "centroid", "cluster_size", "cluster_count", "cluster_sqdist"):
         out[name].attrs.update(attrs)
     attrs.pop("model_hash")  # on the variables; the store's root holds several stages' attributes
-    store.write_variables(cfg.store, out)
     png = _plot_path(cfg)
     try:
         plot_centroids(cfg, ds, centers, sizes, png, decoder=decoder)
         attrs["kmeans_centroid_plot"] = png
     except Exception as exc:  # noqa: BLE001 - no model: the clusters stand without the picture
         logger.warning("centroid maps not drawn (%s: %s)", type(exc).__name__, exc)
-    store.set_attrs(cfg.store, attrs)
-    store.consolidate(cfg.store)
+    store.write_variables(cfg.store, out, attrs=attrs)
     logger.info("k-means: %d clusters, sizes %s, inertia %.6g, %d iterations (%s)", kcfg.k, sizes.tolist(),
                 inertia, result.n_iter, result.engine)
     return (f"{kcfg.k} clusters of sizes {sizes.tolist()}, inertia {inertia:.6g} ({result.engine}, "

@@ -621,10 +621,47 @@ def run(cfg: Config, client: Client | None) -> str:
     nslots = int(np.prod(ds["embedding"].shape[:2]))
     logger.info("searching %d slots for %d neighbours each (block %d, chunk %d)", nslots, cfg.search.k,
                 cfg.search.block_size, cfg.search.chunk_size)
+    from wxdask.client import compute
+
+    out = client.persist(out) if client is not None else out.persist()
+    queried = np.isfinite(ds["embedding"]).all(axis=-1)
+    if cfg.search.lead is not None:
+        queried = queried & (ds["lead_time"] == cfg.search.lead)
+    (counts,) = compute(client, [count_found(out["neighbor_sqdist"].data, queried.data)], scheduler=None)
+    n_queries, n_full, n_none = int(counts.sum()), int(counts[cfg.search.k]), int(counts[0])
+    n_short = n_queries - n_full - n_none
+    if n_queries and n_full + n_short == 0:
+        raise StoreLayoutError(
+            f"no slot of {cfg.store.url!r} has any neighbour: {n_queries} embedded slots, none outside each "
+            f"other's exclusion window of {cfg.search.exclude_window}; use a shorter --exclude-window"
+        )
+    if not n_queries:
+        raise StoreLayoutError(f"store {cfg.store.url!r} holds no embedded slot to search; run `wxdask embed` first")
     encoding = {"neighbor_time": {"units": "hours since 1970-01-01 00:00:00", "dtype": "int64",
                                   "calendar": "proleptic_gregorian"}}
-    store.write_variables(cfg.store, out, encoding=encoding)
-    store.set_attrs(cfg.store, _search_attrs(cfg.search))
-    store.consolidate(cfg.store)
-    return (f"{cfg.search.k} nearest neighbours of each of {nslots} slots (not within {cfg.search.exclude_window}) "
+    store.write_variables(cfg.store, out, encoding=encoding, attrs=_search_attrs(cfg.search))
+    short = (f"; {n_short} slots have fewer than {cfg.search.k} neighbours outside the window"
+             if n_short else "")
+    none = f"; {n_none} embedded slots have none" if n_none else ""
+    if n_short or n_none:
+        logger.warning("search: %d of %d embedded slots have fewer than %d neighbours (%d have none)",
+                       n_short + n_none, n_queries, cfg.search.k, n_none)
+    return (f"{cfg.search.k} nearest neighbours of {n_full} of {n_queries} embedded slots "
+            f"(not within {cfg.search.exclude_window}){short}{none} "
             f"-> {cfg.store.url}: neighbor_time, neighbor_sqdist, neighbor_lead")
+
+
+def count_found(sqdist: Any, queried: Any) -> Any:
+    """Lazy histogram of the neighbours found: ``counts[j]`` queried slots have exactly j of k.
+
+    Parameters
+    ----------
+    sqdist : dask.array.Array
+        ``(time, lead_time, k)`` neighbour distances (NaN where missing).
+    queried : dask.array.Array
+        ``(time, lead_time)`` bool, the slot was a query (embedded, and of the searched lead).
+    """
+    import dask.array as da
+
+    found = da.isfinite(sqdist).sum(axis=-1)
+    return da.stack([((found == j) & queried).sum() for j in range(sqdist.shape[-1] + 1)])
