@@ -11,9 +11,9 @@ import pytest
 from wxdask import decode, embed, store
 from wxdask.config import Config
 from wxdask.errors import ConfigError, ModelError, StoreLayoutError
-from wxdask.testing import save_fake_model
-
-from test_embed import GRID, make_cfg, make_tiny_store, read_raw, save_keras_model
+from wxdask.testing import TINY_GRID as GRID
+from wxdask.testing import embed_config as make_cfg
+from wxdask.testing import make_tiny_store, read_raw, save_fake_model, save_keras_model
 
 
 def dcfg(store_cfg, model_dir: str) -> Config:
@@ -21,9 +21,8 @@ def dcfg(store_cfg, model_dir: str) -> Config:
 
 
 @pytest.fixture
-def embedded(tmp_path):
-    store_cfg = make_tiny_store(tmp_path / "s.zarr")
-    source = save_fake_model(tmp_path / "fake", GRID, n_latent=8, seed=1)
+def embedded(tiny):
+    store_cfg, source = tiny
     embed.run(make_cfg(store_cfg, source.path), None, source=source)
     return store_cfg, source
 

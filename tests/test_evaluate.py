@@ -94,10 +94,10 @@ def test_pick_examples_spreads_over_echo_rich_images():
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory):
-    from test_train import synthetic_store, tiny_cfg
+def evaluated(tmp_path_factory, coarse_6d_store):
+    from wxdask.testing import train_config as tiny_cfg
 
-    store = synthetic_store(tmp_path_factory)
+    store = coarse_6d_store
     model_dir = tmp_path_factory.mktemp("evaluated") / "model"
     cfg = tiny_cfg(store, model_dir, epochs=2)
     cfg = cfg.replace(evaluate={"n_examples": 2, "batch_size": 20})
