@@ -14,6 +14,7 @@ from wxdask import kmeans, store
 from wxdask.config import Config, KMeansConfig
 from wxdask.errors import ConfigError
 from wxdask.kmeans import assign_block, count_by_month, inertia_block, lloyd_block
+from wxdask.testing import make_store as make_test_store
 
 T0 = np.datetime64("2019-01-01T00", "h")
 
@@ -109,13 +110,9 @@ class LinearDecoder:
 
 
 def make_store(path, e: np.ndarray, times: np.ndarray, leads) -> Config:
-    ds = xr.Dataset({"embedding": (("time", "lead_time", "latent"), e, {"model_hash": "fake"})},
-                    coords={"time": times.astype("M8[ns]"), "lead_time": leads})
-    ny, nx = 4, 5
-    lat, lon = np.meshgrid(np.linspace(25, 45, ny), np.linspace(240, 290, nx), indexing="ij")
-    ds = ds.assign_coords(latitude=(("y", "x"), lat), longitude=(("y", "x"), lon))
-    ds.chunk({"time": 50}).to_zarr(str(path), zarr_format=3, consolidated=False)
-    return Config.from_dict({"store": {"url": str(path)}, "dask": {"progress": False}})
+    """``embedding`` on a 4x5 grid (latitude/longitude, no refc), with the real layout (``wxdask.testing.make_store``)."""
+    cfg = make_test_store(path, times, leads, grid=(4, 5), embedding=e, embedding_chunk=50)
+    return Config.from_dict({"store": {"url": cfg.url}, "dask": {"progress": False}})
 
 
 @pytest.mark.parametrize("lead", [None, 1])

@@ -16,6 +16,7 @@ from wxdask import search, store
 from wxdask.config import Config, SearchConfig
 from wxdask.errors import ConfigError
 from wxdask.search import NEIGHBOR_DTYPE, knn_block, merge_knn, nearest_neighbours
+from wxdask.testing import make_store as make_test_store
 
 T0 = np.datetime64("2019-09-20T00", "h")
 
@@ -62,19 +63,12 @@ def structured(nt: int, nl: int, d: int = 6, seed: int = 0) -> np.ndarray:
 
 def make_store(path, e: np.ndarray, times: np.ndarray, leads=None, refc: np.ndarray | None = None,
                chunk: int = 16) -> Config:
-    """A store holding ``embedding`` (and ``refc`` with lat/lon when given), written with to_zarr."""
+    """A store holding ``embedding`` (and ``refc`` when given), with the real layout (``wxdask.testing.make_store``)."""
     leads = list(range(e.shape[1])) if leads is None else leads
-    ds = xr.Dataset(
-        {"embedding": (("time", "lead_time", "latent"), e, {"model_hash": "fake", "model_dir": "/nonexistent"})},
-        coords={"time": times.astype("M8[ns]"), "lead_time": leads},
-    )
-    if refc is not None:
-        ny, nx = refc.shape[-2:]
-        ds["refc"] = (("time", "lead_time", "y", "x"), refc.astype(np.float32))
-        lat, lon = np.meshgrid(np.linspace(30, 40, ny), np.linspace(250, 270, nx), indexing="ij")
-        ds = ds.assign_coords(latitude=(("y", "x"), lat), longitude=(("y", "x"), lon))
-    ds.chunk({"time": chunk}).to_zarr(str(path), zarr_format=3, consolidated=False)
-    return Config.from_dict({"store": {"url": str(path)}, "dask": {"progress": False}})
+    grid = refc.shape[-2:] if refc is not None else (4, 5)
+    cfg = make_test_store(path, times, leads, grid=grid, refc=refc, embedding=e, embedding_chunk=chunk,
+                          embedding_attrs={"model_hash": "fake", "model_dir": "/nonexistent"})
+    return Config.from_dict({"store": {"url": cfg.url}, "dask": {"progress": False}})
 
 
 # ----------------------------------------------------------------------------- knn_block
