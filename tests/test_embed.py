@@ -17,7 +17,7 @@ from wxdask.errors import ModelError
 from wxdask.testing import TINY_GRID as GRID
 from wxdask.testing import FakeEncoder, save_fake_model, save_keras_model
 from wxdask.testing import embed_config as make_cfg
-from wxdask.testing import make_tiny_store, read_raw
+from wxdask.testing import make_tiny_store, raise_if_dask_computes, read_raw
 from wxdask.testing import reference_embeddings as reference
 
 # ----------------------------------------------------------------------------- pure blocks
@@ -60,6 +60,16 @@ def test_chunk_spans_and_todo():
     assert todo.sum() == 1 and todo[2, 0]
     assert embed.chunk_spans(todo, 2) == [(2, 4)]
     assert embed.chunk_spans(np.zeros((3, 1), bool), 2) == []
+
+
+def test_embed_wrapper_is_lazy(tiny):
+    store_cfg, source = tiny
+    _, status = read_raw(store_cfg)
+    ok = status == 1
+    with raise_if_dask_computes():
+        tasks = embed.embed(store_cfg, ok, ok, 2, source, source.metadata()["hash"], make_cfg(store_cfg, source.path).embed)
+    assert len(tasks) == 4  # 7 times in chunks of 2
+    assert store.open_input(store_cfg, ["refc"]).get("embedding") is None  # nothing was written
 
 
 # ----------------------------------------------------------------------------- run (in process)

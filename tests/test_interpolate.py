@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from wxdask import interpolate, store
 from wxdask.config import Config
 from wxdask.interpolate import neighbour_mask, ratio_summary, residual_block
 from wxdask.testing import make_store as make_test_store
+from wxdask.testing import raise_if_dask_computes
 
 T0 = np.datetime64("2019-09-20T00", "h")
 
@@ -82,10 +82,7 @@ def test_interpolate_is_lazy():
     hours = np.arange(30)
     e = np.zeros((30, 1, 3), np.float32)
 
-    def boom(*args, **kwargs):
-        raise AssertionError("interpolate computed something")
-
-    with dask.config.set(scheduler=boom):
+    with raise_if_dask_computes():
         out = interpolate.interpolate(embedding_array(e, hours, chunked=True))
     assert out["interp_residual"].chunks is not None
 

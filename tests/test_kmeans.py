@@ -15,6 +15,7 @@ from wxdask.config import Config, KMeansConfig
 from wxdask.errors import ConfigError
 from wxdask.kmeans import assign_block, count_by_month, inertia_block, lloyd_block
 from wxdask.testing import make_store as make_test_store
+from wxdask.testing import raise_if_dask_computes
 
 T0 = np.datetime64("2019-01-01T00", "h")
 
@@ -70,6 +71,24 @@ def test_count_by_month():
     got = count_by_month(months, labels, 3)
     assert got.shape == (12, 3) and got.sum() == 5
     assert got[0].tolist() == [1, 1, 0] and got[1].tolist() == [0, 1, 0] and got[11].tolist() == [0, 0, 2]
+
+
+def _lazy_embedding(nt: int = 40, nl: int = 2, d: int = 3) -> xr.DataArray:
+    x, _ = blobs(nt * nl, k=2, d=d, seed=7)
+    return xr.DataArray(da.from_array(x.reshape(nt, nl, d), chunks=(10, nl, d)), dims=("time", "lead_time", "latent"),
+                        coords={"time": (T0 + np.arange(nt).astype("timedelta64[h]")).astype("M8[ns]"),
+                                "lead_time": np.arange(nl)})
+
+
+@pytest.mark.parametrize("lead", [None, 1])
+def test_slot_matrix_and_regimes_are_lazy(lead):
+    emb = _lazy_embedding()
+    cfg = KMeansConfig(k=2, lead=lead, block_size=16)
+    with raise_if_dask_computes():
+        x = kmeans.slot_matrix(emb, cfg)
+        out = kmeans.regimes(emb, np.zeros((2, 3)), cfg)
+    assert isinstance(x, da.Array) and x.shape == (40 * (2 if lead is None else 1), 3)
+    assert out["cluster"].chunks is not None and out["cluster"].shape == (40, 2)
 
 
 @pytest.mark.parametrize("engine,init_sample", [("lloyd", None), ("lloyd", 1500), ("dask-ml", None)])

@@ -17,6 +17,7 @@ from wxdask.config import Config, SearchConfig
 from wxdask.errors import ConfigError
 from wxdask.search import NEIGHBOR_DTYPE, knn_block, merge_knn, nearest_neighbours
 from wxdask.testing import make_store as make_test_store
+from wxdask.testing import raise_if_dask_computes
 
 T0 = np.datetime64("2019-09-20T00", "h")
 
@@ -216,11 +217,15 @@ def test_nearest_neighbours_is_lazy():
     emb = xr.DataArray(da.from_array(e, chunks=(10, 2, 6)), dims=("time", "lead_time", "latent"),
                        coords={"time": gapped_times(60).astype("M8[ns]"), "lead_time": [0, 1]})
 
-    def boom(*args, **kwargs):
-        raise AssertionError("nearest_neighbours computed something")
-
-    with dask.config.set(scheduler=boom):
+    with raise_if_dask_computes():
         nearest_neighbours(emb, SearchConfig(k=3))
+
+
+def test_knn_is_lazy():
+    x = da.from_array(structured(40, 1).reshape(40, 6), chunks=(10, 6))
+    with raise_if_dask_computes():
+        rec = search.knn(x, x, 3, query_index=da.arange(40, chunks=10), block_size=10, chunk_size=8)
+    assert rec.shape == (40, 3) and rec.numblocks[0] == 4
 
 
 def test_lead_not_in_store_is_a_config_error():

@@ -83,6 +83,18 @@ def test_ok_code_from_flags():
 # ----------------------------------------------------------------------------- reading and planning
 
 
+def test_slot_images_is_lazy():
+    import dask.array as da
+
+    from wxdask.testing import raise_if_dask_computes
+
+    rng = np.random.default_rng(4)
+    refc = da.from_array(rng.integers(-160, 1100, size=(6, 2, 4, 5)).astype(np.int16), chunks=(1, 1, 4, 5))
+    with raise_if_dask_computes():
+        imgs = train.slot_images(refc, np.array([0, 3, 5]), np.array([1, 0, 1]), 60.0)
+    assert imgs.shape == (3, 4, 5, 1) and imgs.dtype == np.float32
+
+
 def test_read_images_matches_decoded_store(store):
     ds = xr.open_zarr(store.url, consolidated=False)  # decoded: float dBZ with NaN for missing
     ti = np.array([3, 5, 40])
