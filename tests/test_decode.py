@@ -13,7 +13,13 @@ from wxdask.config import Config
 from wxdask.errors import ConfigError, ModelError, StoreLayoutError
 from wxdask.testing import TINY_GRID as GRID
 from wxdask.testing import embed_config as make_cfg
-from wxdask.testing import make_tiny_store, raise_if_dask_computes, read_raw, save_fake_model, save_keras_model
+from wxdask.testing import (
+    make_tiny_store,
+    raise_if_dask_computes,
+    read_raw,
+    save_fake_model,
+    save_keras_model,
+)
 
 
 def dcfg(store_cfg, model_dir: str) -> Config:

@@ -12,12 +12,17 @@ import numpy as np
 import pytest
 
 from wxdask import embed, store
-from wxdask.model import scale_raw
 from wxdask.errors import ModelError
+from wxdask.model import scale_raw
 from wxdask.testing import TINY_GRID as GRID
-from wxdask.testing import FakeEncoder, save_fake_model, save_keras_model
+from wxdask.testing import (
+    FakeEncoder,
+    make_tiny_store,
+    raise_if_dask_computes,
+    read_raw,
+    save_fake_model,
+)
 from wxdask.testing import embed_config as make_cfg
-from wxdask.testing import make_tiny_store, raise_if_dask_computes, read_raw
 from wxdask.testing import reference_embeddings as reference
 
 # ----------------------------------------------------------------------------- pure blocks

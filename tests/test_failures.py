@@ -15,7 +15,6 @@ import os
 import pty
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,8 +32,15 @@ import yaml
 from wxdask import embed, ingest
 from wxdask.config import Config, StoreConfig
 from wxdask.ingest import STATUS
-from wxdask.s3local import ARCHIVE_BUCKET
-from wxdask.testing import FlakyProxy, make_refc_store, save_fake_model
+from wxdask.testing import (
+    FlakyProxy,
+    assert_same_store,
+    free_port,
+    load_store,
+    make_refc_store,
+    save_fake_model,
+    write_s3_archive,
+)
 
 START, END, LEADS = "2019-09-20T00", "2019-09-22T00", (0,)
 T = np.datetime64
@@ -54,17 +60,14 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory):
-    from wxdask import synth
-
-    out = tmp_path_factory.mktemp("archive")
-    synth.write_archive(str(out), START, END, LEADS, grid="coarse", seed=11, missing=MISSING, corrupt=CORRUPT)
-    return out
+def archive(tmp_path_factory, local_s3):
+    """The synthetic archive (bucket directory), also uploaded to this module's bucket on the S3 endpoint."""
+    return write_s3_archive(local_s3, tmp_path_factory.mktemp("archive"), START, END, LEADS, bucket=BUCKET,
+                            seed=11, missing=MISSING, corrupt=CORRUPT)
 
 
 @pytest.fixture(scope="module")
 def endpoint(local_s3, archive):
-    local_s3.upload_archive(archive / ARCHIVE_BUCKET, bucket=BUCKET)
     return local_s3.endpoint_url
 
 
@@ -95,21 +98,7 @@ def client(process_client):
     return process_client
 
 
-@pytest.fixture(scope="module")
-def client(process_client):
-    return process_client
-
-
-def _load(path, **kw) -> xr.Dataset:
-    return xr.open_zarr(str(path), consolidated=False, **kw).load()
-
-
-def assert_same_store(a: xr.Dataset, b: xr.Dataset) -> None:
-    """Identical variables, coordinates and attributes, apart from the run's own config (paths, endpoints)."""
-    a, b = a.copy(), b.copy()
-    for ds in (a, b):
-        ds.attrs.pop("wxdask_config", None)
-    xr.testing.assert_identical(a, b)
+_load = load_store
 
 
 def _n_ok(path) -> int:
@@ -152,12 +141,6 @@ def _assert_replaced(client, pid: int) -> None:
                 client.run(os.getpid).values(), "replacement worker")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
     try:
         os.killpg(proc.pid, sig)
@@ -171,7 +154,7 @@ class DaskProcesses:
     def __init__(self, logdir: Path) -> None:
         logdir.mkdir(parents=True, exist_ok=True)
         self.logdir = logdir
-        self.port, self.dashboard_port = _free_port(), _free_port()
+        self.port, self.dashboard_port = free_port(), free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
         self.procs: dict[str, subprocess.Popen] = {}
 
@@ -296,7 +279,7 @@ def test_worker_killed_mid_embed_leaves_the_same_store(tmp_path, local_s3, embed
 
 
 def test_unreachable_scheduler_is_one_red_line_naming_it(tmp_path):
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     log = tmp_path / "out.log"
     rc, out = _finish(_wxdask([*_ingest_args(tmp_path / "s.zarr", "http://127.0.0.1:9"), "--scheduler", address],
                               log), log)

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ from wxdask.config import Config
 from wxdask.errors import SourceNotFoundError, StoreLayoutError
 from wxdask.ingest import STATUS, decode_refc, hrrr_key
 from wxdask.s3local import ARCHIVE_BUCKET
-from wxdask.testing import FlakyProxy
+from wxdask.testing import FlakyProxy, assert_same_store, load_store, write_s3_archive
 
 START, END, LEADS = "2019-09-20T00", "2019-09-20T12", (0, 1)
 T = np.datetime64
@@ -37,18 +36,14 @@ EXPECTED = {
 
 
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory):
-    from wxdask import synth
-
-    out = tmp_path_factory.mktemp("archive")
-    synth.write_archive(str(out), START, END, LEADS, grid="coarse", seed=3,
-                        missing=MISSING, missing_idx=MISSING_IDX, corrupt=CORRUPT)
-    return out / ARCHIVE_BUCKET
+def archive(tmp_path_factory, local_s3):
+    """The synthetic archive (bucket directory), also uploaded to the module's S3 endpoint."""
+    return write_s3_archive(local_s3, tmp_path_factory.mktemp("archive"), START, END, LEADS, seed=3,
+                            missing=MISSING, missing_idx=MISSING_IDX, corrupt=CORRUPT)
 
 
 @pytest.fixture(scope="module")
 def endpoint(local_s3, archive):
-    local_s3.upload_archive(archive)
     return local_s3.endpoint_url
 
 
@@ -87,16 +82,8 @@ def reference(tmp_path_factory, endpoint, client):
     return path, summary
 
 
-def _load(path):
-    return xr.open_zarr(str(path), consolidated=False).load()
+_load = load_store
 
-
-def assert_same_store(a, b):
-    """Identical data, coordinates and attributes, apart from the run's own config (paths, endpoints)."""
-    a, b = _load(a), _load(b)
-    for ds in (a, b):
-        ds.attrs.pop("wxdask_config")
-    xr.testing.assert_identical(a, b)
 
 
 def test_store_values_equal_the_grib_messages(reference, archive):

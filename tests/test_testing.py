@@ -8,34 +8,35 @@ import numpy as np
 import pytest
 
 from wxdask import store
-from wxdask.testing import make_refc_store, make_store, make_tiny_store, raise_if_dask_computes
+from wxdask.testing import (
+    make_refc_store,
+    make_store,
+    make_tiny_store,
+    raise_if_dask_computes,
+)
 
 
 def test_raise_if_dask_computes_raises_on_compute_not_on_graph():
     with raise_if_dask_computes() as counter:
         x = (da.ones(10, chunks=5) + 1).sum()  # building a graph computes nothing
     assert counter.total_computes == 0
-    with pytest.raises(RuntimeError, match="Too many computes"):
-        with raise_if_dask_computes():
-            x.compute()
-    with pytest.raises(RuntimeError, match="Too many computes"):
-        with raise_if_dask_computes():
-            np.asarray(x)
+    with pytest.raises(RuntimeError, match="Too many computes"), raise_if_dask_computes():
+        x.compute()
+    with pytest.raises(RuntimeError, match="Too many computes"), raise_if_dask_computes():
+        np.asarray(x)
     with raise_if_dask_computes(max_computes=2) as counter:
         assert x.compute() == 20 and dask.compute(x)[0] == 20
     assert counter.total_computes == 2
-    with pytest.raises(RuntimeError, match="3 > max_computes=2"):
-        with raise_if_dask_computes(max_computes=2):
-            for _ in range(3):
-                x.compute()
+    with pytest.raises(RuntimeError, match="3 > max_computes=2"), raise_if_dask_computes(max_computes=2):
+        for _ in range(3):
+            x.compute()
     assert x.compute() == 20  # the scheduler is restored afterwards
 
 
 def test_raise_if_dask_computes_under_a_default_client(client):
     x = (da.ones(10, chunks=5) + 1).sum()
-    with pytest.raises(RuntimeError, match="Too many computes"):
-        with raise_if_dask_computes():
-            x.compute()
+    with pytest.raises(RuntimeError, match="Too many computes"), raise_if_dask_computes():
+        x.compute()
     assert x.compute() == 20
 
 

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from wxdask import evaluate
+from wxdask import evaluate, train
 from wxdask import model as wm
-from wxdask import train
 from wxdask.config import StoreConfig
 from wxdask.errors import ClusterError, ModelError, StoreLayoutError
 from wxdask.testing import make_store

@@ -13,31 +13,36 @@ import logging
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from wxdask.config import Config, StoreConfig
 
 __all__ = [
+    "TINY_GRID",
+    "TINY_MODEL",
+    "CountingScheduler",
+    "FakeDecoder",
+    "FakeEncoder",
+    "FakeModelSource",
+    "FlakyProxy",
+    "assert_same_store",
+    "embed_config",
+    "free_port",
+    "load_store",
     "make_refc_store",
     "make_store",
     "make_tiny_store",
-    "read_raw",
     "raise_if_dask_computes",
-    "CountingScheduler",
-    "FlakyProxy",
-    "FakeEncoder",
-    "FakeDecoder",
-    "FakeModelSource",
+    "read_raw",
+    "reference_embeddings",
     "save_fake_model",
     "save_keras_model",
-    "reference_embeddings",
-    "TINY_GRID",
-    "embed_config",
-    "TINY_MODEL",
     "train_config",
+    "write_s3_archive",
 ]
 
 logger = logging.getLogger(__name__)
@@ -613,3 +618,69 @@ def train_config(store_cfg: StoreConfig, model_dir: str | Path, **train_kw: Any)
                   "holdout_every": 3, **train_kw},
         "dask": {"progress": False},
     })
+
+
+# ----------------------------------------------------------------------------- archives, ports, store comparison
+
+
+def write_s3_archive(s3: Any, directory: str | Path, start: str, end: str, leads: Iterable[int] = (0,), *,
+                     bucket: str | None = None, grid: str = "coarse", seed: int = 0, **synth_options: Any) -> Path:
+    """Write a synthetic archive under ``directory`` and upload it to a :class:`wxdask.s3local.LocalS3`.
+
+    Parameters
+    ----------
+    s3 : wxdask.s3local.LocalS3
+        The running endpoint.
+    directory : str or Path
+        Where the archive is written (it gets the ``noaa-hrrr-bdp-pds/`` folder).
+    start, end, leads, grid, seed, **synth_options
+        As :func:`wxdask.synth.write_archive`.
+    bucket : str, optional
+        Bucket to upload into (default: the archive's own, ``noaa-hrrr-bdp-pds``).
+
+    Returns
+    -------
+    Path
+        The archive's bucket directory (holding ``hrrr.YYYYMMDD/``).
+    """
+    from wxdask import synth
+    from wxdask.s3local import ARCHIVE_BUCKET
+
+    directory = Path(directory)
+    synth.write_archive(str(directory), start, end, tuple(leads), grid=grid, seed=seed, **synth_options)
+    root = directory / ARCHIVE_BUCKET
+    if bucket is None:
+        s3.upload_archive(root)
+    else:
+        s3.upload_archive(root, bucket=bucket)
+    return root
+
+
+def free_port() -> int:
+    """A TCP port on loopback that was free a moment ago."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load_store(path: str | Path, **open_kw: Any) -> Any:
+    """The whole store at ``path`` read into memory (``xarray.open_zarr``, unconsolidated)."""
+    import xarray as xr
+
+    return xr.open_zarr(str(path), consolidated=False, **open_kw).load()
+
+
+def assert_same_store(a: Any, b: Any) -> None:
+    """Identical variables, coordinates and attributes, apart from the run's own config (paths, endpoints).
+
+    ``a`` and ``b`` are datasets or store paths.
+    """
+    import xarray as xr
+
+    a = a.copy() if isinstance(a, xr.Dataset) else load_store(a)
+    b = b.copy() if isinstance(b, xr.Dataset) else load_store(b)
+    for ds in (a, b):
+        ds.attrs.pop("wxdask_config", None)
+    xr.testing.assert_identical(a, b)
