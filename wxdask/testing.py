@@ -1,8 +1,12 @@
-"""Helpers for tests, benchmarks and the demo: small real stores and a flaky S3 proxy.
+"""Helpers for tests, benchmarks and the demo: small real stores, a flaky S3 proxy, a compute counter.
 
 Nothing here is mocked: :func:`make_refc_store` writes a synthetic archive and
-ingests it with the real ingest code; :class:`FlakyProxy` is a real HTTP proxy
-on loopback that injects S3 failures in front of a real S3 endpoint.
+ingests it with the real ingest code; :func:`make_store` builds a tiny store of
+given values with ingest's own template through :mod:`wxdask.store`;
+:class:`FlakyProxy` is a real HTTP proxy on loopback that injects S3 failures in
+front of a real S3 endpoint; :func:`raise_if_dask_computes` checks that a lazy
+wrapper builds a graph without computing it. Fake numpy models
+(:func:`save_fake_model`) stand in for Keras where the test is not about Keras.
 """
 
 from __future__ import annotations
