@@ -98,9 +98,6 @@ def client(process_client):
     return process_client
 
 
-_load = load_store
-
-
 def _n_ok(path) -> int:
     """Slots ok in the store (reads ``status`` only)."""
     return int((xr.open_zarr(str(path), consolidated=False)["status"].values == STATUS["ok"]).sum())
@@ -218,7 +215,7 @@ def test_worker_killed_mid_ingest_leaves_the_same_store(tmp_path, endpoint, refe
         summary = run.result(timeout=WAIT)
     assert 0 < at_kill < N_OK, at_kill
     assert f"{N_SLOTS} slot(s) attempted: 1 absent, 1 corrupt, {N_OK} ok" in summary
-    assert_same_store(_load(path), _load(reference))
+    assert_same_store(load_store(path), load_store(reference))
     _assert_replaced(client, pid)
 
 
@@ -228,7 +225,7 @@ def embed_input(tmp_path_factory):
     root = tmp_path_factory.mktemp("embed")
     store_cfg = make_refc_store(root / "refc.zarr", START, END, LEADS, grid="coarse", seed=4,
                                 missing=MISSING, corrupt=CORRUPT)
-    grid = tuple(_load(store_cfg.url).refc.shape[2:])
+    grid = tuple(load_store(store_cfg.url).refc.shape[2:])
     return Path(store_cfg.url), save_fake_model(root / "model", grid, n_latent=8, seed=1)
 
 
@@ -268,8 +265,8 @@ def test_worker_killed_mid_embed_leaves_the_same_store(tmp_path, local_s3, embed
     assert 3 <= at_kill < n_chunks, at_kill
     assert f"embedded {N_OK} images" in summary
     opts = {**writer, "client_kwargs": {"endpoint_url": local_s3.endpoint_url}}
-    got = _load(url, storage_options=opts)
-    want = _load(ref)
+    got = load_store(url, storage_options=opts)
+    want = load_store(ref)
     assert bool(got.embedding.notnull().all("latent").equals(want.status == STATUS["ok"]))
     assert_same_store(got, want)
     _assert_replaced(client, pid)
@@ -347,7 +344,7 @@ def test_scheduler_lost_mid_ingest_then_a_rerun_resumes(tmp_path, endpoint, refe
         assert rc == 0, shown
         assert f"{partial} slot(s) were already ok" in out
         assert f"{N_SLOTS - partial} slot(s) attempted" in out
-    assert_same_store(_load(path), _load(reference))
+    assert_same_store(load_store(path), load_store(reference))
     # the dashboard's address and the progress bar on the terminal (stderr); stdout holds only the result
     assert f"Dask dashboard: http://127.0.0.1:{second.dashboard_port}/status" in shown
     assert "100% Completed" in shown, shown
@@ -451,8 +448,8 @@ def test_wxdask_run_killed_mid_training_resumes_and_completes(tmp_path, endpoint
 
     meta = json.loads((model_dir / "metadata.json").read_text())
     assert meta["epochs_done"] == EPOCHS and len(meta["losses"]["loss"]) == EPOCHS
-    ds = _load(store_path)
-    want = _load(reference)
+    ds = load_store(store_path)
+    want = load_store(reference)
     for name in ("refc", "status", "grib_bytes"):
         xr.testing.assert_identical(ds[name], want[name])
     ok = ds.status == STATUS["ok"]
