@@ -212,13 +212,14 @@ def test_graph_gives_no_task_more_than_a_block():
     assert not big  # nothing near N x N anywhere
 
 
-def test_nearest_neighbours_is_lazy():
+@pytest.mark.parametrize("lead", [None, 1])
+def test_nearest_neighbours_is_lazy(lead):
     e = structured(60, 2)
     emb = xr.DataArray(da.from_array(e, chunks=(10, 2, 6)), dims=("time", "lead_time", "latent"),
                        coords={"time": gapped_times(60).astype("M8[ns]"), "lead_time": [0, 1]})
 
     with raise_if_dask_computes():
-        nearest_neighbours(emb, SearchConfig(k=3))
+        nearest_neighbours(emb, SearchConfig(k=3, lead=lead))
 
 
 def test_knn_is_lazy():
