@@ -12,9 +12,15 @@ from wxdask import decode, embed, models, store
 from wxdask.model import ModelDir
 from wxdask.config import Config
 from wxdask.errors import ConfigError, ModelError, StoreLayoutError
-from wxdask.testing import save_fake_model
-
-from test_embed import GRID, make_cfg, make_tiny_store, read_raw, save_keras_model
+from wxdask.testing import TINY_GRID as GRID
+from wxdask.testing import embed_config as make_cfg
+from wxdask.testing import (
+    make_tiny_store,
+    raise_if_dask_computes,
+    read_raw,
+    save_fake_model,
+    save_keras_model,
+)
 
 
 def dcfg(store_cfg, model_dir: str) -> Config:
@@ -22,11 +28,21 @@ def dcfg(store_cfg, model_dir: str) -> Config:
 
 
 @pytest.fixture
-def embedded(tmp_path):
-    store_cfg = make_tiny_store(tmp_path / "s.zarr")
-    source = save_fake_model(tmp_path / "fake", GRID, n_latent=8, seed=1)
+def embedded(tiny):
+    store_cfg, source = tiny
     embed.run(make_cfg(store_cfg, source.path), None, source=source)
     return store_cfg, source
+
+
+def test_decode_wrapper_is_lazy(embedded):
+    store_cfg, source = embedded
+    ds = store.open_input(store_cfg, ["embedding"])
+    valid = (ds["status"].values == 1) & np.isfinite(ds["embedding"].values).all(axis=2)
+    with raise_if_dask_computes():
+        tasks = decode.decode(store_cfg, valid, 2, source, source.metadata()["hash"], 60.0,
+                              dcfg(store_cfg, source.path).decode)
+    assert len(tasks) == 4  # 7 times in chunks of 2
+    assert "reconstruction_rmse" not in store.open_store(store_cfg)  # nothing was written
 
 
 def test_rmse_and_ratios_written(embedded):

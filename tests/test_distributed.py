@@ -15,9 +15,10 @@ import pytest
 from wxdask import embed, models, store
 from wxdask.client import gpu_workers, make_client
 from wxdask.config import DaskConfig
-from wxdask.testing import save_fake_model
-
-from test_embed import GRID, make_cfg, make_tiny_store, reference
+from wxdask.testing import TINY_GRID as GRID
+from wxdask.testing import embed_config as make_cfg
+from wxdask.testing import make_tiny_store, save_fake_model
+from wxdask.testing import reference_embeddings as reference
 
 pytestmark = pytest.mark.timeout(180)
 

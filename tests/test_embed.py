@@ -7,92 +7,23 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from wxdask import embed, models, store
-from wxdask.model import scale_raw
-from wxdask.config import Config, StoreConfig
 from wxdask.errors import ModelError
-from wxdask.testing import FakeEncoder, FakeModelSource, save_fake_model
-
-GRID = (12, 20)
-
-
-def make_tiny_store(path: Path, nt: int = 7, leads: tuple[int, ...] = (0, 1), grid: tuple[int, int] = GRID,
-                    missing: tuple[tuple[int, int], ...] = ((2, 1), (5, 0)), seed: int = 0) -> StoreConfig:
-    """A store following the contract: refc int16 1/16 dBZ, one image per chunk, status, grib_bytes."""
-    import pandas as pd
-    import xarray as xr
-
-    rng = np.random.default_rng(seed)
-    ny, nx = grid
-    nl = len(leads)
-    dbz = rng.uniform(-10, 70, size=(nt, nl, ny, nx))
-    dbz[dbz < 15] = -10.0
-    raw = np.round(dbz * 16).astype(np.int16)
-    status = np.ones((nt, nl), dtype=np.int8)
-    grib = rng.integers(200, 5000, size=(nt, nl)).astype(np.int32)
-    for t, lead in missing:
-        raw[t, lead] = -32768
-        status[t, lead] = 2
-        grib[t, lead] = 0
-    lat, lon = np.meshgrid(np.linspace(21, 47, ny), np.linspace(-122, -72, nx), indexing="ij")
-    ds = xr.Dataset(
-        {
-            "refc": (("time", "lead_time", "y", "x"), np.where(raw == -32768, np.nan, raw * 0.0625),
-                     {"units": "dBZ"}),
-            "status": (("time", "lead_time"), status,
-                       {"flag_values": np.array([0, 1, 2], dtype=np.int8), "flag_meanings": "not_tried ok absent"}),
-            "grib_bytes": (("time", "lead_time"), grib),
-        },
-        coords={
-            "time": pd.date_range("2022-06-01", periods=nt, freq="h").values,
-            "lead_time": np.array(leads, dtype=np.int32),
-            "y": np.arange(ny) * 3000.0, "x": np.arange(nx) * 3000.0,
-            "latitude": (("y", "x"), lat), "longitude": (("y", "x"), lon),
-        },
-    )
-    encoding = {
-        "refc": {"chunks": (1, 1, ny, nx), "scale_factor": 0.0625, "_FillValue": np.int16(-32768), "dtype": "int16"},
-        "status": {"chunks": (nt, nl)},
-        "grib_bytes": {"chunks": (nt, nl)},
-    }
-    ds.to_zarr(str(path), mode="w", zarr_format=3, consolidated=False, encoding=encoding)
-    return StoreConfig(url=str(path))
-
-
-def read_raw(cfg: StoreConfig) -> tuple[np.ndarray, np.ndarray]:
-    ds = store.open_input(cfg, ["refc", "status"], decode=False)
-    return ds["refc"].values, ds["status"].values
-
-
-def make_cfg(store_cfg: StoreConfig, model_dir: str, **embed_kw) -> Config:
-    return Config.from_dict({
-        "store": {"url": store_cfg.url},
-        "embed": {"model_dir": model_dir, "batch_size": 3, "images_per_task": 4, **embed_kw},
-        "dask": {"progress": False},
-    })
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    store_cfg = make_tiny_store(tmp_path / "s.zarr")
-    source = save_fake_model(tmp_path / "fake", GRID, n_latent=8, seed=1)
-    return store_cfg, source
-
-
-def reference(store_cfg: StoreConfig, source: FakeModelSource) -> np.ndarray:
-    """A bare encoder run on the same images: (time, lead, latent), NaN where missing."""
-    raw, status = read_raw(store_cfg)
-    enc = FakeEncoder(source.load()["encoder"])
-    z = enc.predict(scale_raw(raw.reshape(-1, *raw.shape[2:]))[..., None])
-    z = z.reshape(*raw.shape[:2], -1)
-    z[status != 1] = np.nan
-    return z
-
+from wxdask.model import scale_raw
+from wxdask.testing import TINY_GRID as GRID
+from wxdask.testing import (
+    FakeEncoder,
+    make_tiny_store,
+    raise_if_dask_computes,
+    read_raw,
+    save_fake_model,
+)
+from wxdask.testing import embed_config as make_cfg
+from wxdask.testing import reference_embeddings as reference
 
 # ----------------------------------------------------------------------------- pure blocks
 
@@ -134,6 +65,16 @@ def test_chunk_spans_and_todo():
     assert todo.sum() == 1 and todo[2, 0]
     assert embed.chunk_spans(todo, 2) == [(2, 4)]
     assert embed.chunk_spans(np.zeros((3, 1), bool), 2) == []
+
+
+def test_embed_wrapper_is_lazy(tiny):
+    store_cfg, source = tiny
+    _, status = read_raw(store_cfg)
+    ok = status == 1
+    with raise_if_dask_computes():
+        tasks = embed.embed(store_cfg, ok, ok, 2, source, source.metadata()["hash"], make_cfg(store_cfg, source.path).embed)
+    assert len(tasks) == 4  # 7 times in chunks of 2
+    assert store.open_input(store_cfg, ["refc"]).get("embedding") is None  # nothing was written
 
 
 # ----------------------------------------------------------------------------- run (in process)
@@ -230,30 +171,6 @@ def test_framework_env_is_set(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- real Keras models
-
-
-def save_keras_model(model_dir: Path, grid: tuple[int, int] = GRID, n_latent: int = 8, seed: int = 0) -> str:
-    """A tiny untrained autoencoder saved as a model directory (model.keras + metadata.json)."""
-    import keras
-
-    from wxdask import model as wm
-    from wxdask.config import ModelConfig
-
-    keras.utils.set_random_seed(seed)
-    mcfg = ModelConfig(n_layers=2, pool=2, filters=(4, 8), kernel=3, n_latent=n_latent)
-    m = wm.build_autoencoder(mcfg, grid)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    m.save(model_dir / wm.MODEL_FILE)
-    wm.write_metadata(model_dir, {"grid": {"name": "tiny", "shape": list(grid)},
-                                  "model": {"n_latent": n_latent, "clip_max": mcfg.clip_max},
-                                  "hash": wm.model_hash(model_dir)})
-    return str(model_dir)
-
-
-@pytest.fixture(scope="module")
-def keras_model_dir(tmp_path_factory):
-    pytest.importorskip("keras")
-    return save_keras_model(tmp_path_factory.mktemp("keras") / "model")
 
 
 def test_keras_embeddings_equal_bare_encoder(tmp_path, keras_model_dir):

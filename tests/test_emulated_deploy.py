@@ -29,7 +29,6 @@ import importlib.util
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +38,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from wxdask.testing import free_port
 
 helm = pytest.importorskip("helm_python")
 
@@ -58,12 +59,6 @@ WORKDIR = [line.split()[1] for line in (ROOT / "deploy" / "docker" / "Dockerfile
            if line.startswith("WORKDIR")][-1]
 #: Give-up limits for things that should happen (not performance thresholds).
 START_LIMIT, JOB_LIMIT = 120.0, 420.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _values(endpoint_url: str) -> dict:
@@ -267,7 +262,7 @@ def deployment(tmp_path_factory, local_s3):
     workdir = tmp_path_factory.mktemp("kube")
     rendered = render(_values(local_s3.endpoint_url))
     svc = rendered.get("Service", f"{RELEASE}-scheduler")
-    net = Network(svc["metadata"]["name"], {p["port"]: _free_port() for p in svc["spec"]["ports"]})
+    net = Network(svc["metadata"]["name"], {p["port"]: free_port() for p in svc["spec"]["ports"]})
     service_ports = {p["name"]: net.ports[p["port"]] for p in svc["spec"]["ports"]}
 
     procs: list[Process] = []
@@ -287,7 +282,7 @@ def deployment(tmp_path_factory, local_s3):
             (c,) = pod["containers"]
             for i in range(dep["spec"]["replicas"]):
                 pod_name = f"{dep['metadata']['name']}-{i}"
-                ports = {p["containerPort"]: _free_port() for p in c["ports"]}
+                ports = {p["containerPort"]: free_port() for p in c["ports"]}
                 proc = kubelet(rendered, pod, c, pod_name=pod_name, workdir=workdir, net=net, extra_ports=ports)
                 procs.append(proc.start())
                 workers[pod_name] = proc
@@ -384,7 +379,7 @@ def test_job_init_container_waits_for_the_scheduler(deployment, client):
     init, _ = _job_processes(deployment)
     assert init.run(timeout=JOB_LIMIT) == 0, init.tail()
     # and gives up, with a clear message, when nothing listens
-    closed = _free_port()
+    closed = free_port()
     argv = [a if a != str(deployment.net.ports[8786]) else str(closed) for a in init.argv]
     argv[-1] = "1"
     down = Process("wait-closed", argv, init.env, deployment.workdir / "wait-closed.log")

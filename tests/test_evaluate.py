@@ -83,6 +83,21 @@ def test_pca_stats_chunked_equals_numpy(block):
     np.testing.assert_allclose(got, want, rtol=1e-6)  # float32 matmul blocking differs per chunk
 
 
+def test_pca_inputs_and_stats_are_lazy():
+    import dask.array as da
+
+    from wxdask.testing import raise_if_dask_computes
+
+    rng = np.random.default_rng(3)
+    refc = da.from_array(rng.integers(-160, 1100, size=(6, 2, 4, 5)).astype(np.int16), chunks=(1, 1, 4, 5))
+    ti, li = np.array([0, 2, 3, 5, 5]), np.array([0, 1, 0, 0, 1])
+    with raise_if_dask_computes():
+        x = ev.pca_inputs(refc, ti, li, 60.0, 2)
+        stats = ev.pca_stats(x, np.zeros(20, np.float32), np.zeros((3, 20), np.float32), 60.0)
+    assert x.shape == (5, 20) and x.numblocks[0] == 3
+    assert stats.shape[0] == 3
+
+
 def test_pick_examples_spreads_over_echo_rich_images():
     frac = np.array([0.0, 0.2, 0.0, 0.3, 0.25, 0.0, 0.4, 0.1])
     got = ev.pick_examples(frac, 3)
@@ -94,10 +109,10 @@ def test_pick_examples_spreads_over_echo_rich_images():
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory):
-    from test_train import synthetic_store, tiny_cfg
+def evaluated(tmp_path_factory, coarse_6d_store):
+    from wxdask.testing import train_config as tiny_cfg
 
-    store = synthetic_store(tmp_path_factory)
+    store = coarse_6d_store
     model_dir = tmp_path_factory.mktemp("evaluated") / "model"
     cfg = tiny_cfg(store, model_dir, epochs=2)
     cfg = cfg.replace(evaluate={"n_examples": 2, "batch_size": 20})

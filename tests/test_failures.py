@@ -15,7 +15,6 @@ import os
 import pty
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,8 +32,15 @@ import yaml
 from wxdask import embed, ingest
 from wxdask.config import Config, StoreConfig
 from wxdask.ingest import STATUS
-from wxdask.s3local import ARCHIVE_BUCKET
-from wxdask.testing import FlakyProxy, make_refc_store, save_fake_model
+from wxdask.testing import (
+    FlakyProxy,
+    assert_same_store,
+    free_port,
+    load_store,
+    make_refc_store,
+    save_fake_model,
+    write_s3_archive,
+)
 
 START, END, LEADS = "2019-09-20T00", "2019-09-22T00", (0,)
 T = np.datetime64
@@ -54,17 +60,14 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory):
-    from wxdask import synth
-
-    out = tmp_path_factory.mktemp("archive")
-    synth.write_archive(str(out), START, END, LEADS, grid="coarse", seed=11, missing=MISSING, corrupt=CORRUPT)
-    return out
+def archive(tmp_path_factory, local_s3):
+    """The synthetic archive (bucket directory), also uploaded to this module's bucket on the S3 endpoint."""
+    return write_s3_archive(local_s3, tmp_path_factory.mktemp("archive"), START, END, LEADS, bucket=BUCKET,
+                            seed=11, missing=MISSING, corrupt=CORRUPT)
 
 
 @pytest.fixture(scope="module")
 def endpoint(local_s3, archive):
-    local_s3.upload_archive(archive / ARCHIVE_BUCKET, bucket=BUCKET)
     return local_s3.endpoint_url
 
 
@@ -93,23 +96,6 @@ def reference(tmp_path_factory, endpoint):
 @pytest.fixture(scope="module")
 def client(process_client):
     return process_client
-
-
-@pytest.fixture(scope="module")
-def client(process_client):
-    return process_client
-
-
-def _load(path, **kw) -> xr.Dataset:
-    return xr.open_zarr(str(path), consolidated=False, **kw).load()
-
-
-def assert_same_store(a: xr.Dataset, b: xr.Dataset) -> None:
-    """Identical variables, coordinates and attributes, apart from the run's own config (paths, endpoints)."""
-    a, b = a.copy(), b.copy()
-    for ds in (a, b):
-        ds.attrs.pop("wxdask_config", None)
-    xr.testing.assert_identical(a, b)
 
 
 def _n_ok(path) -> int:
@@ -152,12 +138,6 @@ def _assert_replaced(client, pid: int) -> None:
                 client.run(os.getpid).values(), "replacement worker")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
     try:
         os.killpg(proc.pid, sig)
@@ -171,7 +151,7 @@ class DaskProcesses:
     def __init__(self, logdir: Path) -> None:
         logdir.mkdir(parents=True, exist_ok=True)
         self.logdir = logdir
-        self.port, self.dashboard_port = _free_port(), _free_port()
+        self.port, self.dashboard_port = free_port(), free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
         self.procs: dict[str, subprocess.Popen] = {}
 
@@ -235,7 +215,7 @@ def test_worker_killed_mid_ingest_leaves_the_same_store(tmp_path, endpoint, refe
         summary = run.result(timeout=WAIT)
     assert 0 < at_kill < N_OK, at_kill
     assert f"{N_SLOTS} slot(s) attempted: 1 absent, 1 corrupt, {N_OK} ok" in summary
-    assert_same_store(_load(path), _load(reference))
+    assert_same_store(load_store(path), load_store(reference))
     _assert_replaced(client, pid)
 
 
@@ -245,7 +225,7 @@ def embed_input(tmp_path_factory):
     root = tmp_path_factory.mktemp("embed")
     store_cfg = make_refc_store(root / "refc.zarr", START, END, LEADS, grid="coarse", seed=4,
                                 missing=MISSING, corrupt=CORRUPT)
-    grid = tuple(_load(store_cfg.url).refc.shape[2:])
+    grid = tuple(load_store(store_cfg.url).refc.shape[2:])
     return Path(store_cfg.url), save_fake_model(root / "model", grid, n_latent=8, seed=1)
 
 
@@ -285,8 +265,8 @@ def test_worker_killed_mid_embed_leaves_the_same_store(tmp_path, local_s3, embed
     assert 3 <= at_kill < n_chunks, at_kill
     assert f"embedded {N_OK} images" in summary
     opts = {**writer, "client_kwargs": {"endpoint_url": local_s3.endpoint_url}}
-    got = _load(url, storage_options=opts)
-    want = _load(ref)
+    got = load_store(url, storage_options=opts)
+    want = load_store(ref)
     assert bool(got.embedding.notnull().all("latent").equals(want.status == STATUS["ok"]))
     assert_same_store(got, want)
     _assert_replaced(client, pid)
@@ -296,7 +276,7 @@ def test_worker_killed_mid_embed_leaves_the_same_store(tmp_path, local_s3, embed
 
 
 def test_unreachable_scheduler_is_one_red_line_naming_it(tmp_path):
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     log = tmp_path / "out.log"
     rc, out = _finish(_wxdask([*_ingest_args(tmp_path / "s.zarr", "http://127.0.0.1:9"), "--scheduler", address],
                               log), log)
@@ -364,7 +344,7 @@ def test_scheduler_lost_mid_ingest_then_a_rerun_resumes(tmp_path, endpoint, refe
         assert rc == 0, shown
         assert f"{partial} slot(s) were already ok" in out
         assert f"{N_SLOTS - partial} slot(s) attempted" in out
-    assert_same_store(_load(path), _load(reference))
+    assert_same_store(load_store(path), load_store(reference))
     # the dashboard's address and the progress bar on the terminal (stderr); stdout holds only the result
     assert f"Dask dashboard: http://127.0.0.1:{second.dashboard_port}/status" in shown
     assert "100% Completed" in shown, shown
@@ -468,8 +448,8 @@ def test_wxdask_run_killed_mid_training_resumes_and_completes(tmp_path, endpoint
 
     meta = json.loads((model_dir / "metadata.json").read_text())
     assert meta["epochs_done"] == EPOCHS and len(meta["losses"]["loss"]) == EPOCHS
-    ds = _load(store_path)
-    want = _load(reference)
+    ds = load_store(store_path)
+    want = load_store(reference)
     for name in ("refc", "status", "grib_bytes"):
         xr.testing.assert_identical(ds[name], want[name])
     ok = ds.status == STATUS["ok"]

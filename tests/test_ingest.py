@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ from wxdask.config import Config
 from wxdask.errors import SourceNotFoundError, StoreLayoutError
 from wxdask.ingest import STATUS, decode_refc, hrrr_key
 from wxdask.s3local import ARCHIVE_BUCKET
-from wxdask.testing import FlakyProxy
+from wxdask.testing import FlakyProxy, assert_same_store, load_store, write_s3_archive
 
 START, END, LEADS = "2019-09-20T00", "2019-09-20T12", (0, 1)
 T = np.datetime64
@@ -37,18 +36,14 @@ EXPECTED = {
 
 
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory):
-    from wxdask import synth
-
-    out = tmp_path_factory.mktemp("archive")
-    synth.write_archive(str(out), START, END, LEADS, grid="coarse", seed=3,
-                        missing=MISSING, missing_idx=MISSING_IDX, corrupt=CORRUPT)
-    return out / ARCHIVE_BUCKET
+def archive(tmp_path_factory, local_s3):
+    """The synthetic archive (bucket directory), also uploaded to the module's S3 endpoint."""
+    return write_s3_archive(local_s3, tmp_path_factory.mktemp("archive"), START, END, LEADS, seed=3,
+                            missing=MISSING, missing_idx=MISSING_IDX, corrupt=CORRUPT)
 
 
 @pytest.fixture(scope="module")
 def endpoint(local_s3, archive):
-    local_s3.upload_archive(archive)
     return local_s3.endpoint_url
 
 
@@ -87,21 +82,9 @@ def reference(tmp_path_factory, endpoint, client):
     return path, summary
 
 
-def _load(path):
-    return xr.open_zarr(str(path), consolidated=False).load()
-
-
-def assert_same_store(a, b):
-    """Identical data, coordinates and attributes, apart from the run's own config (paths, endpoints)."""
-    a, b = _load(a), _load(b)
-    for ds in (a, b):
-        ds.attrs.pop("wxdask_config")
-    xr.testing.assert_identical(a, b)
-
-
 def test_store_values_equal_the_grib_messages(reference, archive):
     path, _ = reference
-    ds = _load(path)
+    ds = load_store(path)
     assert ds.refc.dims == ("time", "lead_time", "y", "x")
     for t in ["2019-09-20T00", "2019-09-20T11"]:
         for lead in LEADS:
@@ -116,7 +99,7 @@ def test_store_values_equal_the_grib_messages(reference, archive):
 
 def test_orientation_matches_cfgrib(reference, archive):
     path, _ = reference
-    ds = _load(path)
+    ds = load_store(path)
     with xr.open_dataset(archive / hrrr_key(T("2019-09-20T03", "h"), 0), engine="cfgrib",
                          backend_kwargs={"indexpath": "", "filter_by_keys": {"shortName": "refc"}}) as g:
         np.testing.assert_allclose(ds.latitude.values, g.latitude.values, atol=1e-3)
@@ -141,7 +124,7 @@ def test_decode_agrees_with_cfgrib_on_the_same_message(archive):
 
 def test_gaps_and_corruption_are_recorded(reference):
     path, summary = reference
-    ds = _load(path)
+    ds = load_store(path)
     names = {v: k for k, v in STATUS.items()}
     for t in ds.time.values:
         for lead in LEADS:
@@ -210,7 +193,7 @@ def test_killed_and_rerun_ingest_gives_the_same_store(tmp_path, reference, endpo
         assert proc.poll() is None, proc.stderr.read().decode()
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        partial = _load(path)
+        partial = load_store(path)
         assert 0 < int((partial.status == STATUS["ok"]).sum()) < 24 - len(EXPECTED)
         result = CliRunner().invoke(main, args[3:], catch_exceptions=False)
         assert result.exit_code == 0, result.output
@@ -252,17 +235,17 @@ def test_store_with_another_grid_or_variable_is_left_intact(tmp_path, reference,
     synth.write_archive(str(other), "2019-09-20T02", "2019-09-20T03", (0,), grid="hrrr", seed=1)
     path = tmp_path / "coarse.zarr"
     ingest.run(_cfg(path, endpoint, end="2019-09-20T02"), None)
-    before = _load(path)
+    before = load_store(path)
     cfg = _cfg(path, None, start="2019-09-20T02", end="2019-09-20T03").replace(ingest={"source": str(other)})
     with pytest.raises(StoreLayoutError, match="different grid|grid="):
         ingest.run(cfg, None)
-    xr.testing.assert_identical(_load(path), before)
+    xr.testing.assert_identical(load_store(path), before)
 
     foreign = tmp_path / "foreign.zarr"
     xr.Dataset({"temperature": ("t", np.arange(3.0))}).to_zarr(str(foreign), zarr_format=3, consolidated=False)
     with pytest.raises(StoreLayoutError, match="not made by"):
         ingest.run(_cfg(foreign, endpoint, end="2019-09-20T01"), None)
-    assert list(_load(foreign).data_vars) == ["temperature"]
+    assert list(load_store(foreign).data_vars) == ["temperature"]
 
 
 def test_old_level_label_is_read(tmp_path):
@@ -274,7 +257,7 @@ def test_old_level_label_is_read(tmp_path):
     assert "entire atmosphere (considered as a single layer)" in idx
     cfg = _cfg(tmp_path / "old.zarr", None, start="2016-01-01T00", end="2016-01-01T02", leads=(0,))
     ingest.run(cfg.replace(ingest={"source": str(out)}), None)
-    assert (_load(tmp_path / "old.zarr").status == STATUS["ok"]).all()
+    assert (load_store(tmp_path / "old.zarr").status == STATUS["ok"]).all()
 
 
 def test_store_is_read_by_plain_xarray(reference):
@@ -295,7 +278,7 @@ def test_real_archive_one_hour(tmp_path):
         "dask": {"progress": False},
     })
     ingest.run(cfg, None)
-    ds = _load(tmp_path / "real.zarr")
+    ds = load_store(tmp_path / "real.zarr")
     assert (ds.status == STATUS["ok"]).all()
     assert ds.refc.shape[2:] == HRRR.shape
     assert float(ds.refc.min()) == -10.0 and 40 < float(ds.refc.max()) < 90

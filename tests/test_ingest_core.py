@@ -91,3 +91,18 @@ def test_check_message_accepts_a_whole_message():
 def test_check_message_rejects_damage(data, end, match):
     with pytest.raises(CorruptMessageError, match=match):
         check_message(data, IdxEntry("1", 0, end, "", "REFC", "", ""))
+
+
+def test_ingest_wrapper_and_template_are_lazy(tmp_path):
+    from wxdask.config import StoreConfig
+    from wxdask.grid import COARSE
+    from wxdask.ingest import Source, ingest, refc_template
+    from wxdask.testing import raise_if_dask_computes
+
+    times = np.datetime64("2022-06-01T00", "h") + np.arange(3).astype("timedelta64[h]")
+    slots = [(t, lead, (i, j)) for i, t in enumerate(times) for j, lead in enumerate((0, 1))]
+    with raise_if_dask_computes():
+        tasks = ingest(slots, Source(str(tmp_path / "archive")), StoreConfig(url=str(tmp_path / "s.zarr")), COARSE)
+        template = refc_template(times, (0, 1), COARSE)
+    assert len(tasks) == 6 and template["refc"].chunks is not None
+    assert not (tmp_path / "s.zarr").exists()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -12,6 +11,8 @@ from click.testing import CliRunner
 from wxdask import interpolate, store
 from wxdask.config import Config
 from wxdask.interpolate import neighbour_mask, ratio_summary, residual_block
+from wxdask.testing import make_store as make_test_store
+from wxdask.testing import raise_if_dask_computes
 
 T0 = np.datetime64("2019-09-20T00", "h")
 
@@ -81,10 +82,7 @@ def test_interpolate_is_lazy():
     hours = np.arange(30)
     e = np.zeros((30, 1, 3), np.float32)
 
-    def boom(*args, **kwargs):
-        raise AssertionError("interpolate computed something")
-
-    with dask.config.set(scheduler=boom):
+    with raise_if_dask_computes():
         out = interpolate.interpolate(embedding_array(e, hours, chunked=True))
     assert out["interp_residual"].chunks is not None
 
@@ -112,13 +110,16 @@ class LinearDecoder:
 
 
 def make_store(path, e: np.ndarray, hours: np.ndarray, refc: np.ndarray | None) -> Config:
+    """``embedding`` (and ``refc`` when given) with the real layout (``wxdask.testing.make_store``).
+
+    ``refc`` is stored as float32 rather than ingest's 1/16 dB int16: the dBZ oracle below
+    compares decoded embeddings with the stored images to 1e-3 dBZ, finer than that step.
+    """
     times = (T0 + hours.astype("timedelta64[h]")).astype("M8[ns]")
-    ds = xr.Dataset({"embedding": (("time", "lead_time", "latent"), e, {"model_hash": "fake"})},
-                    coords={"time": times, "lead_time": np.arange(e.shape[1])})
-    if refc is not None:
-        ds["refc"] = (("time", "lead_time", "y", "x"), refc)
-    ds.chunk({"time": 8}).to_zarr(str(path), zarr_format=3, consolidated=False)
-    return Config.from_dict({"store": {"url": str(path)}, "dask": {"progress": False},
+    grid = refc.shape[-2:] if refc is not None else (4, 5)
+    cfg = make_test_store(path, times, np.arange(e.shape[1]), grid=grid, refc=refc, embedding=e,
+                          embedding_chunk=8, refc_encoding={"dtype": "float32"} if refc is not None else None)
+    return Config.from_dict({"store": {"url": cfg.url}, "dask": {"progress": False},
                              "interpolate": {"n_decode": 3}})
 
 

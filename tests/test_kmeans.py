@@ -16,6 +16,8 @@ from wxdask import kmeans, store
 from wxdask.config import Config, KMeansConfig
 from wxdask.errors import ConfigError
 from wxdask.kmeans import assign_block, count_by_month, inertia_block, lloyd_block
+from wxdask.testing import make_store as make_test_store
+from wxdask.testing import raise_if_dask_computes
 
 T0 = np.datetime64("2019-01-01T00", "h")
 
@@ -73,6 +75,24 @@ def test_count_by_month():
     assert got[0].tolist() == [1, 1, 0] and got[1].tolist() == [0, 1, 0] and got[11].tolist() == [0, 0, 2]
 
 
+def _lazy_embedding(nt: int = 40, nl: int = 2, d: int = 3) -> xr.DataArray:
+    x, _ = blobs(nt * nl, k=2, d=d, seed=7)
+    return xr.DataArray(da.from_array(x.reshape(nt, nl, d), chunks=(10, nl, d)), dims=("time", "lead_time", "latent"),
+                        coords={"time": (T0 + np.arange(nt).astype("timedelta64[h]")).astype("M8[ns]"),
+                                "lead_time": np.arange(nl)})
+
+
+@pytest.mark.parametrize("lead", [None, 1])
+def test_slot_matrix_and_regimes_are_lazy(lead):
+    emb = _lazy_embedding()
+    cfg = KMeansConfig(k=2, lead=lead, block_size=16)
+    with raise_if_dask_computes():
+        x = kmeans.slot_matrix(emb, cfg)
+        out = kmeans.regimes(emb, np.zeros((2, 3)), cfg)
+    assert isinstance(x, da.Array) and x.shape == (40 * (2 if lead is None else 1), 3)
+    assert out["cluster"].chunks is not None and out["cluster"].shape == (40, 2)
+
+
 @pytest.mark.parametrize("engine,init_sample", [("lloyd", None), ("lloyd", 1500), ("dask-ml", None)])
 def test_fit_recovers_sklearn_clusters(client, engine, init_sample, monkeypatch):
     if init_sample:  # k-means|| on a per-block subsample, kept on the workers
@@ -111,13 +131,9 @@ class LinearDecoder:
 
 
 def make_store(path, e: np.ndarray, times: np.ndarray, leads) -> Config:
-    ds = xr.Dataset({"embedding": (("time", "lead_time", "latent"), e, {"model_hash": "fake"})},
-                    coords={"time": times.astype("M8[ns]"), "lead_time": leads})
-    ny, nx = 4, 5
-    lat, lon = np.meshgrid(np.linspace(25, 45, ny), np.linspace(240, 290, nx), indexing="ij")
-    ds = ds.assign_coords(latitude=(("y", "x"), lat), longitude=(("y", "x"), lon))
-    ds.chunk({"time": 50}).to_zarr(str(path), zarr_format=3, consolidated=False)
-    return Config.from_dict({"store": {"url": str(path)}, "dask": {"progress": False}})
+    """``embedding`` on a 4x5 grid (latitude/longitude, no refc), with the real layout (``wxdask.testing.make_store``)."""
+    cfg = make_test_store(path, times, leads, grid=(4, 5), embedding=e, embedding_chunk=50)
+    return Config.from_dict({"store": {"url": cfg.url}, "dask": {"progress": False}})
 
 
 @pytest.mark.parametrize("lead", [None, 1])

@@ -16,7 +16,8 @@ from wxdask import query, search, store
 from wxdask.config import Config, SearchConfig
 from wxdask.errors import ConfigError
 from wxdask.search import NEIGHBOR_DTYPE, knn_block, merge_knn, nearest_neighbours
-from wxdask.testing import HostScaledEncoder
+from wxdask.testing import HostScaledEncoder, raise_if_dask_computes
+from wxdask.testing import make_store as make_test_store
 
 T0 = np.datetime64("2019-09-20T00", "h")
 
@@ -63,19 +64,12 @@ def structured(nt: int, nl: int, d: int = 6, seed: int = 0) -> np.ndarray:
 
 def make_store(path, e: np.ndarray, times: np.ndarray, leads=None, refc: np.ndarray | None = None,
                chunk: int = 16) -> Config:
-    """A store holding ``embedding`` (and ``refc`` with lat/lon when given), written with to_zarr."""
+    """A store holding ``embedding`` (and ``refc`` when given), with the real layout (``wxdask.testing.make_store``)."""
     leads = list(range(e.shape[1])) if leads is None else leads
-    ds = xr.Dataset(
-        {"embedding": (("time", "lead_time", "latent"), e, {"model_hash": "fake", "model_dir": "/nonexistent"})},
-        coords={"time": times.astype("M8[ns]"), "lead_time": leads},
-    )
-    if refc is not None:
-        ny, nx = refc.shape[-2:]
-        ds["refc"] = (("time", "lead_time", "y", "x"), refc.astype(np.float32))
-        lat, lon = np.meshgrid(np.linspace(30, 40, ny), np.linspace(250, 270, nx), indexing="ij")
-        ds = ds.assign_coords(latitude=(("y", "x"), lat), longitude=(("y", "x"), lon))
-    ds.chunk({"time": chunk}).to_zarr(str(path), zarr_format=3, consolidated=False)
-    return Config.from_dict({"store": {"url": str(path)}, "dask": {"progress": False}})
+    grid = refc.shape[-2:] if refc is not None else (4, 5)
+    cfg = make_test_store(path, times, leads, grid=grid, refc=refc, embedding=e, embedding_chunk=chunk,
+                          embedding_attrs={"model_hash": "fake", "model_dir": "/nonexistent"})
+    return Config.from_dict({"store": {"url": cfg.url}, "dask": {"progress": False}})
 
 
 # ----------------------------------------------------------------------------- knn_block
@@ -218,16 +212,21 @@ def test_graph_gives_no_task_more_than_a_block():
     assert not big  # nothing near N x N anywhere
 
 
-def test_nearest_neighbours_is_lazy():
+@pytest.mark.parametrize("lead", [None, 1])
+def test_nearest_neighbours_is_lazy(lead):
     e = structured(60, 2)
     emb = xr.DataArray(da.from_array(e, chunks=(10, 2, 6)), dims=("time", "lead_time", "latent"),
                        coords={"time": gapped_times(60).astype("M8[ns]"), "lead_time": [0, 1]})
 
-    def boom(*args, **kwargs):
-        raise AssertionError("nearest_neighbours computed something")
+    with raise_if_dask_computes():
+        nearest_neighbours(emb, SearchConfig(k=3, lead=lead))
 
-    with dask.config.set(scheduler=boom):
-        nearest_neighbours(emb, SearchConfig(k=3))
+
+def test_knn_is_lazy():
+    x = da.from_array(structured(40, 1).reshape(40, 6), chunks=(10, 6))
+    with raise_if_dask_computes():
+        rec = search.knn(x, x, 3, query_index=da.arange(40, chunks=10), block_size=10, chunk_size=8)
+    assert rec.shape == (40, 3) and rec.numblocks[0] == 4
 
 
 def test_lead_not_in_store_is_a_config_error():

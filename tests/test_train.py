@@ -9,57 +9,28 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from wxdask import evaluate
+from wxdask import evaluate, train
 from wxdask import model as wm
 from wxdask import store as wxstore
-from wxdask import train
-from wxdask.config import Config, StoreConfig
+from wxdask.config import StoreConfig
 from wxdask.errors import ClusterError, ModelError, StoreLayoutError
+from wxdask.testing import make_store
+from wxdask.testing import train_config as tiny_cfg
 
 keras = pytest.importorskip("keras")
 
-TINY_MODEL = {"n_layers": 2, "pool": 4, "filters": [4, 8], "kernel": 3, "n_latent": 8}
-START, END = "2020-06-01T00", "2020-06-07T00"  # 6 days: days 0 and 3 held out, days 1, 2, 4, 5 train
-
-
-def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> StoreConfig:
-    """A 6-day coarse store from the synthetic archive, built once per session (shared with test_evaluate)."""
-    from wxdask.testing import make_refc_store
-
-    path = tmp_path_factory.getbasetemp() / "refc-coarse-6d.zarr"
-    if not (path / "zarr.json").exists():
-        make_refc_store(path, START, END, leads=(0,), grid="coarse", seed=0)
-    return StoreConfig(url=str(path))
-
-
-def tiny_cfg(store: StoreConfig, model_dir: Path, **train_kw) -> Config:
-    return Config.from_dict({
-        "store": {"url": store.url},
-        "model": TINY_MODEL,
-        "train": {"model_dir": str(model_dir), "epochs": 2, "batch_size": 16, "learning_rate": 3e-3,
-                  "holdout_every": 3, **train_kw},
-        "dask": {"progress": False},
-    })
-
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return synthetic_store(tmp_path_factory)
+def store(coarse_6d_store):
+    return coarse_6d_store
 
 
 def tiny_contract_store(path: Path, status_value: int = 1, with_refc: bool = True, grid=(32, 48), nt: int = 48) -> StoreConfig:
-    """A store following the contract, built by hand (for bad-input cases)."""
-    times = np.arange(np.datetime64("2020-06-01T00", "ns"), np.datetime64("2020-06-01T00", "ns") + np.timedelta64(nt, "h"),
-                      np.timedelta64(1, "h"))
-    ny, nx = grid
-    data = {"status": (("time", "lead_time"), np.full((nt, 1), status_value, np.int8),
-                       {"flag_values": [0, 1, 2], "flag_meanings": "not_tried ok absent"})}
-    if with_refc:
-        data["refc"] = (("time", "lead_time", "y", "x"), np.full((nt, 1, ny, nx), -160, np.int16),
-                        {"scale_factor": 0.0625, "_FillValue": -32768})
-    ds = xr.Dataset(data, coords={"time": times, "lead_time": [0], "y": np.arange(ny) * 3e3, "x": np.arange(nx) * 3e3})
-    ds.to_zarr(path, mode="w", zarr_format=3, consolidated=False)
-    return StoreConfig(url=str(path))
+    """A store with the real layout (``wxdask.testing.make_store``), for bad-input cases: every image -10 dBZ."""
+    times = np.datetime64("2020-06-01T00", "ns") + np.arange(nt) * np.timedelta64(1, "h")
+    refc = np.full((nt, 1, *grid), -10.0)
+    return make_store(path, times, (0,), grid=grid, refc=refc, status=np.full((nt, 1), status_value),
+                      keep_refc=with_refc)
 
 
 # ----------------------------------------------------------------------------- pure core
@@ -110,6 +81,18 @@ def test_ok_code_from_flags():
 
 
 # ----------------------------------------------------------------------------- reading and planning
+
+
+def test_slot_images_is_lazy():
+    import dask.array as da
+
+    from wxdask.testing import raise_if_dask_computes
+
+    rng = np.random.default_rng(4)
+    refc = da.from_array(rng.integers(-160, 1100, size=(6, 2, 4, 5)).astype(np.int16), chunks=(1, 1, 4, 5))
+    with raise_if_dask_computes():
+        imgs = train.slot_images(refc, np.array([0, 3, 5]), np.array([1, 0, 1]), 60.0)
+    assert imgs.shape == (3, 4, 5, 1) and imgs.dtype == np.float32
 
 
 def test_read_images_matches_decoded_store(store):

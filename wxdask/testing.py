@@ -1,8 +1,12 @@
-"""Helpers for tests, benchmarks and the demo: small real stores and a flaky S3 proxy.
+"""Helpers for tests, benchmarks and the demo: small real stores, a flaky S3 proxy, a compute counter.
 
 Nothing here is mocked: :func:`make_refc_store` writes a synthetic archive and
-ingests it with the real ingest code; :class:`FlakyProxy` is a real HTTP proxy
-on loopback that injects S3 failures in front of a real S3 endpoint.
+ingests it with the real ingest code; :func:`make_store` builds a tiny store of
+given values with ingest's own template through :mod:`wxdask.store`;
+:class:`FlakyProxy` is a real HTTP proxy on loopback that injects S3 failures in
+front of a real S3 endpoint; :func:`raise_if_dask_computes` checks that a lazy
+wrapper builds a graph without computing it. Fake numpy models
+(:func:`save_fake_model`) stand in for Keras where the test is not about Keras.
 """
 
 from __future__ import annotations
@@ -13,14 +17,39 @@ import logging
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from wxdask.config import Config, StoreConfig
 
-__all__ = ["make_refc_store", "FlakyProxy", "FakeEncoder", "FakeDecoder", "FakeModelSource", "HostScaledEncoder",
-           "save_fake_model", "save_model_dir_stub"]
+__all__ = [
+    "TINY_GRID",
+    "TINY_MODEL",
+    "CountingScheduler",
+    "FakeDecoder",
+    "FakeEncoder",
+    "FakeModelSource",
+    "FlakyProxy",
+    "HostScaledEncoder",
+    "assert_same_store",
+    "embed_config",
+    "free_port",
+    "load_store",
+    "make_refc_store",
+    "make_store",
+    "make_tiny_store",
+    "raise_if_dask_computes",
+    "read_raw",
+    "reference_embeddings",
+    "save_fake_model",
+    "save_keras_model",
+    "save_model_dir_stub",
+    "train_config",
+    "write_s3_archive",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -344,3 +373,353 @@ class HostScaledEncoder:
 
         return self.encoder.predict(scale_raw(x, self.clip_max)[..., None])
 
+
+
+# ----------------------------------------------------------------------------- laziness
+
+
+class CountingScheduler:
+    """A Dask scheduler that counts the graphs it is asked to compute and refuses too many.
+
+    Computes with the synchronous scheduler while allowed (as xarray's and
+    flox's test helpers of the same name).
+    """
+
+    def __init__(self, max_computes: int = 0) -> None:
+        self.total_computes = 0
+        self.max_computes = max_computes
+
+    def __call__(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        import dask
+
+        self.total_computes += 1
+        if self.total_computes > self.max_computes:
+            raise RuntimeError(
+                f"Too many computes: {self.total_computes} > max_computes={self.max_computes} "
+                "(a lazy function computed something)"
+            )
+        return dask.get(dsk, keys, **kwargs)
+
+
+@contextmanager
+def raise_if_dask_computes(max_computes: int = 0) -> Iterator[CountingScheduler]:
+    """Fail if more than ``max_computes`` Dask graphs are computed inside the block.
+
+    Sets ``dask.config`` ``scheduler`` to a :class:`CountingScheduler`, so every
+    ``.compute()``, ``.values``, ``np.asarray``, ``dask.compute`` and
+    ``.persist()`` of a collection goes through it, even while a distributed
+    ``Client`` is the default. (Work submitted to a client directly, e.g.
+    ``client.compute(...)`` or ``client.submit(...)``, does not.)
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> with raise_if_dask_computes():
+    ...     x = da.ones(4, chunks=2) + 1   # building a graph is fine
+    >>> with raise_if_dask_computes(max_computes=1) as counter:
+    ...     _ = x.sum().compute()
+    >>> counter.total_computes
+    1
+    """
+    import dask
+
+    scheduler = CountingScheduler(max_computes)
+    with dask.config.set(scheduler=scheduler):
+        yield scheduler
+
+
+# ----------------------------------------------------------------------------- small stores, through store.py
+
+
+def _tiny_grid(grid: Any) -> Any:
+    from wxdask.grid import Grid, get_grid
+
+    if isinstance(grid, (str, Grid)):
+        return get_grid(grid)
+    ny, nx = grid
+    return Grid(name="custom", nx=int(nx), ny=int(ny), dx=3000.0, lat1=21.138123, lon1=237.280472)
+
+
+def make_store(
+    path: str | Path,
+    times: Any,
+    leads: Iterable[int] = (0,),
+    *,
+    grid: Any = (12, 20),
+    refc: Any = None,
+    status: Any = None,
+    grib_bytes: Any = None,
+    embedding: Any = None,
+    embedding_attrs: dict | None = None,
+    embedding_chunk: int | None = None,
+    keep_refc: bool | None = None,
+    refc_encoding: dict | None = None,
+) -> StoreConfig:
+    """A small store with the real layout, built in this process through :mod:`wxdask.store`.
+
+    The ingest stage's own template and encoding (:func:`wxdask.ingest.refc_template`,
+    :data:`wxdask.ingest.ENCODING`: int16 ``lead_time``, ``refc`` packed as int16
+    sixteenths of a dB, one image per chunk, per-slot ``status`` chunks) are
+    created with :func:`wxdask.store.init_output`; slots are then written as
+    :func:`wxdask.ingest.write_slot` writes them (image and ``grib_bytes``
+    first, ``status`` last, codes from :data:`wxdask.ingest.STATUS`).
+
+    Parameters
+    ----------
+    path : str or Path
+        Where the Zarr store goes (must not exist).
+    times : array-like of datetime64
+        Initialisation times (need not be regular).
+    leads : iterable of int
+        Forecast leads.
+    grid : (ny, nx), str or Grid
+        A tiny custom Lambert grid of that shape (3 km), or a named grid.
+    refc : numpy.ndarray, optional
+        ``(time, lead_time, y, x)`` dBZ; a slot whose image is all NaN is not
+        written. Without it (and without ``status``) the store has no ``refc``
+        variable: the layout of a store that holds only embeddings.
+    status : numpy.ndarray, optional
+        ``(time, lead_time)`` codes (int) or names (``"ok"``, ``"absent"``, ...).
+        Default: ``ok`` where ``refc`` has an image, ``absent`` elsewhere.
+    grib_bytes : numpy.ndarray, optional
+        ``(time, lead_time)`` message sizes of the ok slots (default 0).
+    embedding : numpy.ndarray, optional
+        ``(time, lead_time, latent)`` float32, written as the embed stage's
+        variable (float32, NaN fill, chunks ``(embedding_chunk, n_leads, n_latent)``).
+    embedding_attrs : dict, optional
+        Attributes of ``embedding`` (default ``{"model_hash": "fake"}``).
+    embedding_chunk : int, optional
+        Time chunk of ``embedding`` (default: all times).
+    keep_refc : bool, optional
+        Whether ``refc`` is kept (default: when ``refc`` or ``status`` is given).
+    refc_encoding : dict, optional
+        Replaces ingest's int16 packing of ``refc`` (only for oracles that need
+        unquantized images, e.g. ``{"dtype": "float32"}``).
+
+    Returns
+    -------
+    StoreConfig
+        Pointing at the new store.
+    """
+    import numpy as np
+    import xarray as xr
+
+    from wxdask import ingest, store
+
+    cfg = StoreConfig(url=str(path))
+    times = np.asarray(times).astype("datetime64[ns]")
+    leads = tuple(int(v) for v in leads)
+    g = _tiny_grid(grid)
+    nt, nl = len(times), len(leads)
+    template = ingest.refc_template(times, leads, g, source="wxdask.testing.make_store")
+    encoding = {k: dict(v) for k, v in ingest.ENCODING.items()}
+    if refc_encoding is not None:
+        encoding["refc"] = dict(refc_encoding)
+    store.init_output(cfg, template, encoding)
+
+    if refc is not None:
+        refc = np.asarray(refc, dtype=np.float64)
+        if refc.shape != (nt, nl, *g.shape):
+            raise ValueError(f"refc must have shape {(nt, nl, *g.shape)}, got {refc.shape}")
+        has_image = ~np.isnan(refc).all(axis=(2, 3))
+    else:
+        has_image = np.zeros((nt, nl), dtype=bool)
+    if status is None:
+        codes = np.where(has_image, ingest.STATUS["ok"], ingest.STATUS["absent"]) if refc is not None else None
+    else:
+        status = np.asarray(status)
+        codes = (np.vectorize(ingest.STATUS.__getitem__)(status) if status.dtype.kind in "UO" else status)
+        codes = np.broadcast_to(codes, (nt, nl)).astype(np.int8)
+    sizes = np.zeros((nt, nl), np.int32) if grib_bytes is None else np.broadcast_to(grib_bytes, (nt, nl))
+    if codes is not None:
+        float_refc = refc_encoding is not None and np.dtype(refc_encoding.get("dtype", "int16")).kind == "f"
+        for ti in range(nt):
+            for li in range(nl):
+                code = int(codes[ti, li])
+                values: dict[str, Any] = {}
+                if code == ingest.STATUS["ok"] and has_image[ti, li]:
+                    img = refc[ti, li]
+                    values["refc"] = (img.astype(np.float32) if float_refc
+                                      else np.where(np.isnan(img), -32768, np.round(img * 16)).astype(np.int16))
+                    values["grib_bytes"] = np.int32(sizes[ti, li])
+                values["status"] = np.int8(code)  # last, as the commit mark
+                store.write_region(cfg, values, (ti, li))
+    if keep_refc is None:
+        keep_refc = refc is not None or status is not None
+    if not keep_refc:
+        store.drop_variables(cfg, ["refc"])
+
+    if embedding is not None:
+        import dask.array as da
+
+        e = np.asarray(embedding, dtype=np.float32)
+        nz = e.shape[2]
+        chunk = min(embedding_chunk or nt, nt)
+        data = da.full((nt, nl, nz), np.nan, dtype=np.float32, chunks=(chunk, nl, nz))
+        attrs = {"model_hash": "fake"} if embedding_attrs is None else dict(embedding_attrs)
+        ds = store.open_store(cfg)
+        emb_template = xr.Dataset(
+            {"embedding": (("time", "lead_time", "latent"), data, attrs)},
+            coords={"time": ds["time"], "lead_time": ds["lead_time"], "latent": np.arange(nz, dtype=np.int32)},
+        )
+        store.init_output(cfg, emb_template, {"embedding": {"chunks": (chunk, nl, nz), "dtype": "float32",
+                                                            "_FillValue": np.float32(np.nan)}})
+        store.write_region(cfg, {"embedding": e}, (slice(None),))
+    return cfg
+
+
+def read_raw(cfg: StoreConfig) -> tuple[Any, Any]:
+    """``refc`` as stored (int16 sixteenths of a dB) and ``status``, as numpy arrays."""
+    from wxdask import store
+
+    ds = store.open_input(cfg, ["refc", "status"], decode=False)
+    return ds["refc"].values, ds["status"].values
+
+
+#: Grid of the tiny embed/decode stores.
+TINY_GRID = (12, 20)
+
+
+def make_tiny_store(path: str | Path, nt: int = 7, leads: tuple[int, ...] = (0, 1), grid: tuple[int, int] = TINY_GRID,
+                    missing: tuple[tuple[int, int], ...] = ((2, 1), (5, 0)), seed: int = 0) -> StoreConfig:
+    """A tiny ingested-like store of random echoes from 2022-06-01T00, hourly; ``missing`` slots are absent.
+
+    Random GRIB message sizes in ``grib_bytes``. Built with :func:`make_store`.
+    """
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    ny, nx = grid
+    nl = len(leads)
+    dbz = rng.uniform(-10, 70, size=(nt, nl, ny, nx))
+    dbz[dbz < 15] = -10.0
+    dbz = np.round(dbz * 16) / 16
+    grib = rng.integers(200, 5000, size=(nt, nl)).astype(np.int32)
+    for t, lead in missing:
+        dbz[t, lead] = np.nan
+        grib[t, lead] = 0
+    times = pd.date_range("2022-06-01", periods=nt, freq="h").values
+    return make_store(path, times, leads, grid=grid, refc=dbz, grib_bytes=grib)
+
+
+def embed_config(store_cfg: StoreConfig, model_dir: str, **embed_kw: Any) -> Config:
+    """The embed tests' config: batches of 3, 4 images per task, no progress bar."""
+    return Config.from_dict({
+        "store": {"url": store_cfg.url},
+        "embed": {"model_dir": model_dir, "batch_size": 3, "images_per_task": 4, **embed_kw},
+        "dask": {"progress": False},
+    })
+
+
+def reference_embeddings(store_cfg: StoreConfig, source: FakeModelSource) -> Any:
+    """A bare :class:`FakeEncoder` run on the store's images: ``(time, lead, latent)``, NaN where not ok."""
+    from wxdask.model import scale_raw
+
+    raw, status = read_raw(store_cfg)
+    enc = FakeEncoder(source.load()["encoder"])
+    z = enc.predict(scale_raw(raw.reshape(-1, *raw.shape[2:]))[..., None])
+    z = z.reshape(*raw.shape[:2], -1)
+    z[status != 1] = float("nan")
+    return z
+
+
+def save_keras_model(model_dir: str | Path, grid: tuple[int, int] = TINY_GRID, n_latent: int = 8,
+                     seed: int = 0) -> str:
+    """A tiny untrained Keras autoencoder saved as a model directory (model.keras + metadata.json)."""
+    import keras
+
+    from wxdask import model as wm
+    from wxdask.config import ModelConfig
+
+    model_dir = Path(model_dir)
+    keras.utils.set_random_seed(seed)
+    mcfg = ModelConfig(n_layers=2, pool=2, filters=(4, 8), kernel=3, n_latent=n_latent)
+    m = wm.build_autoencoder(mcfg, grid)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    m.save(model_dir / wm.MODEL_FILE)
+    wm.write_metadata(model_dir, {"grid": {"name": "tiny", "shape": list(grid)},
+                                  "model": {"n_latent": n_latent, "clip_max": mcfg.clip_max},
+                                  "hash": wm.model_hash(model_dir)})
+    return str(model_dir)
+
+
+#: The train tests' tiny autoencoder (coarse grid).
+TINY_MODEL = {"n_layers": 2, "pool": 4, "filters": [4, 8], "kernel": 3, "n_latent": 8}
+
+
+def train_config(store_cfg: StoreConfig, model_dir: str | Path, **train_kw: Any) -> Config:
+    """The train/evaluate tests' config: :data:`TINY_MODEL`, 2 epochs, every 3rd day held out."""
+    return Config.from_dict({
+        "store": {"url": store_cfg.url},
+        "model": TINY_MODEL,
+        "train": {"model_dir": str(model_dir), "epochs": 2, "batch_size": 16, "learning_rate": 3e-3,
+                  "holdout_every": 3, **train_kw},
+        "dask": {"progress": False},
+    })
+
+
+# ----------------------------------------------------------------------------- archives, ports, store comparison
+
+
+def write_s3_archive(s3: Any, directory: str | Path, start: str, end: str, leads: Iterable[int] = (0,), *,
+                     bucket: str | None = None, grid: str = "coarse", seed: int = 0, **synth_options: Any) -> Path:
+    """Write a synthetic archive under ``directory`` and upload it to a :class:`wxdask.s3local.LocalS3`.
+
+    Parameters
+    ----------
+    s3 : wxdask.s3local.LocalS3
+        The running endpoint.
+    directory : str or Path
+        Where the archive is written (it gets the ``noaa-hrrr-bdp-pds/`` folder).
+    start, end, leads, grid, seed, **synth_options
+        As :func:`wxdask.synth.write_archive`.
+    bucket : str, optional
+        Bucket to upload into (default: the archive's own, ``noaa-hrrr-bdp-pds``).
+
+    Returns
+    -------
+    Path
+        The archive's bucket directory (holding ``hrrr.YYYYMMDD/``).
+    """
+    from wxdask import synth
+    from wxdask.s3local import ARCHIVE_BUCKET
+
+    directory = Path(directory)
+    synth.write_archive(str(directory), start, end, tuple(leads), grid=grid, seed=seed, **synth_options)
+    root = directory / ARCHIVE_BUCKET
+    if bucket is None:
+        s3.upload_archive(root)
+    else:
+        s3.upload_archive(root, bucket=bucket)
+    return root
+
+
+def free_port() -> int:
+    """A TCP port on loopback that was free a moment ago."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load_store(path: str | Path, **open_kw: Any) -> Any:
+    """The whole store at ``path`` read into memory (``xarray.open_zarr``, unconsolidated)."""
+    import xarray as xr
+
+    return xr.open_zarr(str(path), consolidated=False, **open_kw).load()
+
+
+def assert_same_store(a: Any, b: Any) -> None:
+    """Identical variables, coordinates and attributes, apart from the run's own config (paths, endpoints).
+
+    ``a`` and ``b`` are datasets or store paths.
+    """
+    import xarray as xr
+
+    a = a.copy() if isinstance(a, xr.Dataset) else load_store(a)
+    b = b.copy() if isinstance(b, xr.Dataset) else load_store(b)
+    for ds in (a, b):
+        ds.attrs.pop("wxdask_config", None)
+    xr.testing.assert_identical(a, b)
