@@ -121,7 +121,7 @@ def select_tiles(echo: np.ndarray, threshold: float) -> tuple[np.ndarray, np.nda
     --------
     >>> e = np.array([[[0.0, 0.5]], [[np.nan, 0.1]]])
     >>> [a.tolist() for a in select_tiles(e, 0.1)]
-    [[0, 1], [0, 0], [1, 0]]
+    [[0, 1], [0, 0], [1, 1]]
     """
     with np.errstate(invalid="ignore"):
         keep = np.asarray(echo) >= threshold
