@@ -251,3 +251,48 @@ def test_tile_embed_tasks_run_on_the_gpu_worker(trained, tmp_path):
         cluster.close()
     ref, _, _ = reference_embedding(store, cfg.tiles.model_dir)
     np.testing.assert_allclose(xr.open_zarr(store.url)["tile_embedding"].values, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_embed_with_another_model_replaces_the_tile_outputs(trained, tmp_path):
+    cfg, _ = trained
+    store = copy_store(cfg.store, tmp_path / "r.zarr")
+    first = cfg.replace(store={"url": store.url})
+    tile_embed.run(first, None)
+    old = xr.open_zarr(store.url)["tile_embedding"].values
+
+    other = tmp_path / "other"
+    tile_model.run_train(first.replace(tiles={"model_dir": str(other), "epochs": 1}, train={"seed": 7}), None)
+    second = first.replace(tiles={"model_dir": str(other), "echo_threshold": 0.2})
+    line = tile_embed.run(second, None)
+    ds = xr.open_zarr(store.url)
+    z = ds["tile_embedding"]
+    assert z.attrs["model_hash"] == wm.model_hash(other) and z.attrs["echo_threshold"] == 0.2
+    frac = ds["tile_echo_fraction"].values
+    assert np.isnan(z.values[frac < 0.2]).all() and np.isfinite(z.values[frac >= 0.2]).all()
+    assert not np.allclose(np.nan_to_num(z.values), np.nan_to_num(old))
+    assert f"embedded {int((frac >= 0.2).sum())} tiles" in line
+    assert not list((Path(wxstore.control_url(store)) / "staging").glob("*"))
+
+
+@pytest.mark.slow
+def test_cli_tiles_train_evaluate_embed(base_store, tmp_path):
+    from click.testing import CliRunner
+
+    from wxdask.cli import main
+
+    store = copy_store(base_store, tmp_path / "c.zarr")
+    model_dir = str(tmp_path / "m")
+    sets = [a for k, v in TILES.items() if k not in ("epochs", "filters")
+            for a in ("--set", f"tiles.{k}={v}")]
+    sets += ["--set", "tiles.filters=[4, 8]", "--set", "train.holdout_every=3", "--workers", "1", "-q"]
+    common = ["--store", store.url, "--model", model_dir, "--tiles", *sets]
+    res = CliRunner().invoke(main, ["train", *common, "--epochs", "1"])
+    assert res.exit_code == 0, res.output
+    assert "trained 1 epochs" in res.output and wm.read_metadata(model_dir)["tiles"]["size"] == 8
+    res = CliRunner().invoke(main, ["evaluate", *common])
+    assert res.exit_code == 0, res.output
+    assert "held-out tile evaluation" in res.output
+    res = CliRunner().invoke(main, ["embed", *common])
+    assert res.exit_code == 0, res.output
+    assert "tiles below echo threshold" in res.output and "CPU workers" in res.output
+    assert "tile_embedding" in xr.open_zarr(store.url).data_vars
