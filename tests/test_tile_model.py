@@ -13,7 +13,7 @@ import xarray as xr
 
 from wxdask import model as wm
 from wxdask import store as wxstore
-from wxdask import tile_embed, tile_model, train
+from wxdask import tile_embed, tile_evaluate, tile_model, train
 from wxdask.config import Config, StoreConfig
 from wxdask.errors import ModelError
 from wxdask.grid import COARSE
@@ -142,7 +142,7 @@ def test_short_training_lowers_heldout_tile_loss_and_writes_metadata(trained):
 
 def test_evaluation_writes_tile_scores_for_autoencoder_and_pca(trained):
     cfg, _ = trained
-    out = tile_model.run_evaluate(cfg, None)
+    out = tile_evaluate.run(cfg, None)
     meta = wm.read_metadata(cfg.tiles.model_dir)
     ev = meta["evaluation"]
     keys = {"rmse", "mae", "rmse_echo", "mae_echo", "csi_20", "csi_35", "echo_fraction"}
@@ -151,7 +151,7 @@ def test_evaluation_writes_tile_scores_for_autoencoder_and_pca(trained):
     assert ev["n_heldout"] == meta["split"]["n_heldout"]
     assert all(np.isfinite(ev[m]["rmse"]) and ev[m]["rmse"] > 0 for m in ("autoencoder", "pca"))
     attrs = xr.open_zarr(cfg.store.url, consolidated=False).attrs
-    assert attrs[tile_model.STORE_ATTR]["model_hash"] == meta["hash"]
+    assert attrs[tile_evaluate.STORE_ATTR]["model_hash"] == meta["hash"]
     assert "PCA-50" in out and "autoencoder" in out
 
 
@@ -245,6 +245,14 @@ def test_tile_embed_tasks_run_on_the_gpu_worker(trained, tmp_path):
         tasks = [t for t in ts.data if str(t["key"]).startswith("tile-embed-chunk-")]
         assert len(tasks) == 3 and {t["worker"] for t in tasks} == {gpu}
         assert "1 GPU worker(s)" in line
+
+        # training with train.on_gpu_worker: one task, on the GPU worker
+        gcfg = cfg.replace(tiles={"model_dir": str(tmp_path / "gm"), "epochs": 1}, train={"on_gpu_worker": True})
+        with get_task_stream(client) as ts:
+            assert "trained 1 epochs" in tile_model.run_train(gcfg, client)
+        fits = [t for t in ts.data if "fit_tiles" in str(t["key"])]
+        assert len(fits) == 1 and fits[0]["worker"] == gpu
+        assert wm.read_metadata(tmp_path / "gm")["tiles"]["size"] == 8
     finally:
         cluster = client.cluster
         client.close()

@@ -176,10 +176,10 @@ def train(store_url: str | None, model_dir: str | None, epochs: int | None, batc
 def evaluate(store_url: str | None, model_dir: str | None, tiles: bool, common: dict) -> None:
     """Score the model on its held-out days against a PCA baseline; write scores and a PNG."""
     if tiles:
-        from wxdask import tile_model
+        from wxdask import tile_evaluate
 
         cfg = load_config(common, store={"url": store_url}, tiles={"model_dir": model_dir})
-        click.echo(run_stage(tile_model.run_evaluate, cfg))
+        click.echo(run_stage(tile_evaluate.run, cfg))
         return
     from wxdask import evaluate as stage
 

@@ -35,7 +35,13 @@ from wxdask import store as wxstore
 from wxdask.errors import ModelError, StoreLayoutError
 from wxdask.model import Predictor, read_metadata, resolve_model
 from wxdask.models import ModelSource, get_encoder
-from wxdask.tile_model import gather_tiles, raw_to_dbz, select_tiles, store_grid, tiling_of_model
+from wxdask.tile_model import (
+    gather_tiles,
+    raw_to_dbz,
+    select_tiles,
+    store_grid,
+    tiling_of_model,
+)
 from wxdask.tiles import Tiling, echo_fraction_block, tile_coords
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -123,7 +129,7 @@ def _embed_tile_chunk(write_cfg: StoreConfig, read_cfg: StoreConfig, t0: int, to
         n_new = int(np.isfinite(zz[..., 0]).sum())
         n_tiles, n_clear = n_tiles + n_new, n_clear + e.size - n_new
     wxstore.write_region(write_cfg, {EMBEDDING: z, ECHO: echo}, index)  # in this order: echo marks done
-    return {"t0": t0, "slots": int(len(slots)), "tiles": n_tiles, "clear": n_clear,
+    return {"t0": t0, "slots": len(slots), "tiles": n_tiles, "clear": n_clear,
             "seconds": _time.perf_counter() - start, "worker": worker_address(), "pid": os.getpid()}
 
 

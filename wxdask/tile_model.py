@@ -3,8 +3,9 @@
 Core (pure numpy): :func:`store_grid`, :func:`raw_to_dbz`, :func:`select_tiles`,
 :func:`gather_tiles`, :func:`tiling_record`.
 I/O: :func:`slot_echo` (echo fraction of every tile of some slots, read through
-:func:`wxdask.store.read_slots`), :func:`plan_tiles`, :func:`run_train` and
-:func:`run_evaluate`. The embedding stage is :mod:`wxdask.tile_embed`.
+:func:`wxdask.store.read_slots`), :class:`TileSet`, :func:`plan_tiles`,
+:func:`fit_tiles` and :func:`run_train`. Held-out evaluation is
+:mod:`wxdask.tile_evaluate`, the embedding stage :mod:`wxdask.tile_embed`.
 
 The tile model is the whole-image model's code (:func:`wxdask.model.build_autoencoder`
 on ``(size, size)`` inputs, ``cfg.tiles.model_config()``), trained by
@@ -22,7 +23,6 @@ name, tile size, stride, offset, tiling shape and echo threshold.
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import functools
 import logging
 from pathlib import Path
@@ -44,7 +44,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from wxdask.config import Config, StoreConfig
 
 __all__ = [
-    "STORE_ATTR",
     "store_grid",
     "raw_to_dbz",
     "select_tiles",
@@ -52,18 +51,14 @@ __all__ = [
     "tiling_record",
     "tiling_of_model",
     "slot_echo",
+    "TileSet",
     "plan_tiles",
+    "fit_tiles",
     "tile_train_config",
     "run_train",
-    "tile_stats",
-    "run_evaluate",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Store attribute holding the latest tile evaluation.
-STORE_ATTR = "wxdask_tile_evaluation"
-
 
 # ----------------------------------------------------------------------------- core (numpy)
 
@@ -265,24 +260,17 @@ def tile_train_config(cfg: Config) -> Any:
     return dataclasses.replace(cfg.train, model_dir=t.model_dir, epochs=t.epochs, batch_size=t.batch_size)
 
 
-def plan_tiles(cfg: Config, ds: xr.Dataset) -> tuple[Any, Grid, Tiling, TileSet, TileSet]:
-    """The training plan (same day split as the image model) and the tiles of each side.
-
-    Returns
-    -------
-    tuple
-        ``(plan, grid, tiling, train_tiles, heldout_tiles)``; ``plan.split`` counts tiles.
-
-    Raises
-    ------
-    StoreLayoutError
-        If a side has no tile with enough echo.
-    """
+def _plan_split(cfg: Config, ds: xr.Dataset) -> tuple[Any, Grid, Tiling]:
+    """The image model's whole-day split and checks (:func:`wxdask.train.plan_training`), on tile inputs; cheap."""
     grid = store_grid(ds)
     tiling = tiling_for(cfg.tiles, grid)
-    model_cfg = cfg.tiles.model_config()
-    plan = wxtrain.plan_training(ds, model_cfg, tile_train_config(cfg), cfg.store.url,
+    plan = wxtrain.plan_training(ds, cfg.tiles.model_config(), tile_train_config(cfg), cfg.store.url,
                                  input_shape=(tiling.size, tiling.size), input_name=f"{grid.name} tiles")
+    return plan, grid, tiling
+
+
+def _tile_plan(cfg: Config, plan: Any, tiling: Tiling) -> tuple[Any, TileSet, TileSet]:
+    """The tiles with echo of each side (reads every image of the split once); ``plan.split`` counts tiles."""
     thr = cfg.tiles.echo_threshold
     train_tiles = TileSet.of(cfg.store, plan.train_slots, tiling, thr)
     held_tiles = TileSet.of(cfg.store, plan.heldout_slots, tiling, thr)
@@ -297,11 +285,46 @@ def plan_tiles(cfg: Config, ds: xr.Dataset) -> tuple[Any, Grid, Tiling, TileSet,
              "n_train_images": int(plan.train_slots[0].size), "n_heldout_images": int(plan.heldout_slots[0].size),
              "n_train_clear": int(plan.train_slots[0].size * per_image - len(train_tiles)),
              "n_heldout_clear": int(plan.heldout_slots[0].size * per_image - len(held_tiles))}
-    return dataclasses.replace(plan, split=split), grid, tiling, train_tiles, held_tiles
+    return dataclasses.replace(plan, split=split), train_tiles, held_tiles
+
+
+def plan_tiles(cfg: Config, ds: xr.Dataset) -> tuple[Any, Grid, Tiling, TileSet, TileSet]:
+    """The training plan (same day split as the image model) and the tiles of each side.
+
+    Returns
+    -------
+    tuple
+        ``(plan, grid, tiling, train_tiles, heldout_tiles)``; ``plan.split`` counts tiles.
+
+    Raises
+    ------
+    StoreLayoutError
+        If a side has no tile with enough echo.
+    ModelError
+        If the model directory holds a model of another architecture or tile size.
+    """
+    plan, grid, tiling = _plan_split(cfg, ds)
+    plan, train_tiles, held_tiles = _tile_plan(cfg, plan, tiling)
+    return plan, grid, tiling, train_tiles, held_tiles
+
+
+def fit_tiles(store_cfg: StoreConfig, train_cfg: Any, plan: Any, tiling: Tiling, train_tiles: TileSet,
+              held_tiles: TileSet, extra: dict) -> dict:
+    """:func:`wxdask.train.fit` on tile datasets; runs here or as a task on a GPU worker."""
+    TileBatches = _tile_batches_class()
+    cache = wxtrain.ImageCache(train_cfg.cache_mb * 2**20) if train_cfg.cache_mb else None
+    kw = {"workers": 1, "use_multiprocessing": False, "max_queue_size": 8}
+    clip, bs, seed = plan.model.clip_max, train_cfg.batch_size, train_cfg.seed
+    datasets = (TileBatches(store_cfg, train_tiles, tiling, bs, clip, seed, True, cache, **kw),
+                TileBatches(store_cfg, held_tiles, tiling, bs, clip, seed, False, cache, **kw))
+    return wxtrain.fit(store_cfg, train_cfg, plan, datasets=datasets, extra=extra)
 
 
 def run_train(cfg: Config, client: Client | None) -> str:
     """Train the tile autoencoder on the training days' tiles with echo; write ``cfg.tiles.model_dir``.
+
+    With ``train.on_gpu_worker`` it trains as one task on a worker with the
+    ``GPU`` resource, as :func:`wxdask.train.run` does.
 
     Returns
     -------
@@ -310,141 +333,32 @@ def run_train(cfg: Config, client: Client | None) -> str:
 
     Raises
     ------
-    StoreLayoutError, ModelError, ConfigError
+    StoreLayoutError, ModelError, ConfigError, ClusterError
         Before anything is written.
     """
+    from wxdask.client import gpu_workers
+    from wxdask.errors import ClusterError
+
     ds = wxstore.open_input(cfg.store, ["refc", "status"], decode=False)
     tcfg = tile_train_config(cfg)
     model_dir = Path(tcfg.model_dir)
+    plan, grid, tiling = _plan_split(cfg, ds)  # checks a model already there is this one
     if (model_dir / wxmodel.METADATA_FILE).exists() and (model_dir / wxmodel.MODEL_FILE).exists():
         meta = wxmodel.read_metadata(model_dir)
         if meta.get("tiles") and int(meta.get("epochs_done", 0)) >= tcfg.epochs:
             return wxtrain._summary(meta, model_dir, "already trained").replace(" images", " tiles")
-    plan, grid, tiling, train_tiles, held_tiles = plan_tiles(cfg, ds)
+    plan, train_tiles, held_tiles = _tile_plan(cfg, plan, tiling)
     logger.info("tile model: %d px tiles (%dx%d per image), %d training and %d held-out tiles with echo",
                 tiling.size, *tiling.shape, len(train_tiles), len(held_tiles))
-    TileBatches = _tile_batches_class()
-    cache = wxtrain.ImageCache(tcfg.cache_mb * 2**20) if tcfg.cache_mb else None
-    kw = {"workers": 1, "use_multiprocessing": False, "max_queue_size": 8}
-    clip = plan.model.clip_max
-    datasets = (TileBatches(cfg.store, train_tiles, tiling, tcfg.batch_size, clip, tcfg.seed, True, cache, **kw),
-                TileBatches(cfg.store, held_tiles, tiling, tcfg.batch_size, clip, tcfg.seed, False, cache, **kw))
-    extra = {"tiles": tiling_record(grid, tiling, cfg.tiles.echo_threshold)}
-    meta = wxtrain.fit(cfg.store, tcfg, plan, datasets=datasets, extra=extra)
-    return wxtrain._summary(meta, model_dir, "trained").replace(" images", " tiles")
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-
-def tile_stats(store_cfg: StoreConfig, model_dir: str, tiles: TileSet, tiling: Tiling, clip_max: float,
-               batch_size: int, mean: np.ndarray, components: np.ndarray) -> dict:
-    """Summed :func:`wxdask.evaluate.score_stats` of the autoencoder and of PCA on some tiles.
-
-    Runs here or as a task on a GPU worker; the model comes from the per-process cache.
-    """
-    from wxdask import evaluate as ev
-    from wxdask.models import get_model
-
-    model = get_model(wxmodel.ModelDir(str(model_dir)), wxmodel.model_hash(model_dir))
-    ae = np.zeros(len(ev.STAT_NAMES))
-    pca = np.zeros(len(ev.STAT_NAMES))
-    s = tiling.size
-    for i in range(0, len(tiles), batch_size):
-        x = tiles.read(store_cfg, tiling, np.arange(i, min(i + batch_size, len(tiles))), clip_max)
-        truth = ev.to_dbz(x[..., 0], clip_max)
-        recon = np.asarray(model.predict_on_batch(x))[..., 0]
-        ae += ev.score_stats(truth, ev.to_dbz(recon, clip_max))
-        rp = ev.pca_reconstruct_block(x.reshape(-1, s * s), mean, components).reshape(-1, s, s)
-        pca += ev.score_stats(truth, ev.to_dbz(rp, clip_max))
-    return {"autoencoder": ae, "pca": pca}
-
-
-def run_evaluate(cfg: Config, client: Client | None) -> str:
-    """Score the tile model on held-out tiles with echo against PCA of training tiles.
-
-    Scores (the whole-image evaluation's: RMSE, MAE, echo-point scores, CSI 20/35)
-    go to the tile model's ``metadata.json`` (``evaluation``) and the store
-    attribute ``wxdask_tile_evaluation``.
-
-    Raises
-    ------
-    ModelError
-        If the directory holds no tile model, or one for another grid.
-    StoreLayoutError
-        If the held-out or training days hold no tile with echo.
-    """
-    import dask.array as da
-    from dask_ml.decomposition import PCA
-
-    from wxdask import evaluate as ev
-    from wxdask.client import gpu_workers
-
-    ecfg = cfg.evaluate
-    model_dir = Path(cfg.tiles.model_dir)
-    info = wxmodel.ModelDir(str(model_dir)).metadata()
-    meta = wxmodel.read_metadata(model_dir)
-    ds = wxstore.open_input(cfg.store, ["refc", "status"], decode=False)
-    tiling = tiling_of_model(meta, store_grid(ds), str(model_dir))
-    thr = float(meta["tiles"]["echo_threshold"])
-    split = meta.get("split") or {}
-    held = TileSet.of(cfg.store, ev._slots_on_days(ds, split.get("heldout_days", [])), tiling, thr)
-    train_slots = ev._slots_on_days(ds, split.get("train_days", []))
-    if len(held) == 0:
-        raise StoreLayoutError(f"store {cfg.store.url!r} holds no tile with echo on the tile model's held-out days")
-    clip_max, n_latent, s = info["clip_max"], info["n_latent"], tiling.size
-
-    # PCA baseline: fitted with dask-ml on a seeded sample of the training days' tiles with echo.
-    rng = np.random.default_rng(ecfg.seed)
-    n_slots = min(ecfg.pca_max_train, train_slots[0].size)
-    pick = np.sort(rng.choice(train_slots[0].size, n_slots, replace=False))
-    fit_tiles = TileSet.of(cfg.store, (train_slots[0][pick], train_slots[1][pick]), tiling, thr)
-    if len(fit_tiles) == 0:
-        raise StoreLayoutError(f"store {cfg.store.url!r} holds no tile with echo on the training days; "
-                               "the PCA baseline needs them")
-    n_fit = min(ecfg.pca_max_train, len(fit_tiles))
-    sel = np.sort(rng.choice(len(fit_tiles), n_fit, replace=False))
-    x_fit = fit_tiles.read(cfg.store, tiling, sel, clip_max).reshape(n_fit, s * s)
-    n_components = min(n_latent, n_fit, s * s)
-    pca = PCA(n_components=n_components, svd_solver="randomized", iterated_power=ecfg.pca_power_iter,
-              random_state=ecfg.seed)
-    pca.fit(da.from_array(x_fit, chunks=(max(1, min(n_fit, 4096)), -1)))
-    mean = np.asarray(pca.mean_.compute() if hasattr(pca.mean_, "compute") else pca.mean_, dtype=np.float32)
-    components = np.asarray(pca.components_, dtype=np.float32)
-
-    args = (cfg.store, str(model_dir), held, tiling, clip_max, ecfg.batch_size, mean, components)
-    if cfg.train.on_gpu_worker:
-        if client is None or not gpu_workers(client):
-            raise ConfigError("train.on_gpu_worker is set but there is no worker with the GPU resource")
-        stats = client.submit(tile_stats, *args, resources={"GPU": 1}, pure=False).result()
+    args = (cfg.store, tcfg, plan, tiling, train_tiles, held_tiles,
+            {"tiles": tiling_record(grid, tiling, cfg.tiles.echo_threshold)})
+    if tcfg.on_gpu_worker:
+        if client is None:
+            raise ConfigError("train.on_gpu_worker needs a Dask cluster; got no client")
+        if not gpu_workers(client):
+            raise ClusterError("train.on_gpu_worker is set but no worker advertises the GPU resource; start one "
+                               "with `dask worker ... --resources GPU=1`, or unset train.on_gpu_worker")
+        meta = client.submit(fit_tiles, *args, resources={"GPU": 1}, pure=False).result()
     else:
-        stats = tile_stats(*args)
-    ae_scores, pca_scores = ev.scores_from_stats(stats["autoencoder"]), ev.scores_from_stats(stats["pca"])
-    evaluation = {
-        "model_hash": info["hash"],
-        "model_dir": str(model_dir),
-        "store": cfg.store.url,
-        "n_heldout": len(held),
-        "n_heldout_images": int(held.slots[0].size),
-        "heldout_days": split.get("heldout_days", []),
-        "tiles": meta["tiles"],
-        "units": "dBZ; truth and reconstructions clipped to 0..clip_max; echo = either tile > 0 dBZ; "
-                 "CSI of value >= threshold; held-out tiles with echo fraction >= echo_threshold",
-        "autoencoder": ae_scores,
-        "pca": {**pca_scores, "n_components": int(n_components), "n_fit": int(n_fit),
-                "fitted_on": "training days' tiles with echo only",
-                "solver": f"dask-ml randomized, iterated_power={ecfg.pca_power_iter}"},
-        "autoencoder_better": {k: bool(ev._better(k, ae_scores[k], pca_scores[k]))
-                               for k in ae_scores if k != "echo_fraction"},
-        "evaluated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    meta = wxmodel.read_metadata(model_dir)
-    meta["evaluation"] = evaluation
-    wxmodel.write_metadata(model_dir, meta)
-    wxstore.set_attrs(cfg.store, {STORE_ATTR: ev._json_safe(evaluation)})
-    keys = ["rmse", "mae", "rmse_echo", "mae_echo", "csi_20", "csi_35"]
-    rows = [f"{'':<14}" + "".join(f"{k:>11}" for k in keys)]
-    for label, sc in (("autoencoder", ae_scores), (f"PCA-{n_components}", pca_scores)):
-        rows.append(f"{label:<14}" + "".join(f"{sc[k]:>11.3f}" for k in keys))
-    return (f"held-out tile evaluation of {model_dir} ({len(held)} tiles of {s} px with echo, "
-            f"{held.slots[0].size} images, dBZ):\n" + "\n".join(rows))
+        meta = fit_tiles(*args)
+    return wxtrain._summary(meta, model_dir, "trained").replace(" images", " tiles")
