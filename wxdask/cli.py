@@ -166,10 +166,18 @@ def ingest(start: str | None, end: str | None, leads: str | None, store_url: str
 @click.option("--epochs", type=int, default=None, help="Total epochs (a rerun with more continues from the checkpoint).")
 @click.option("--batch-size", type=int, default=None, help="Images per training batch.")
 @click.option("--gpu-worker/--local", "on_gpu_worker", default=None, help="Train as a task on a GPU worker, or in this process.")
+@click.option("--tiles", is_flag=True, help="Train the tile model (tiles with echo; --model default tiles.model_dir).")
 @cluster_options
 def train(store_url: str | None, model_dir: str | None, epochs: int | None, batch_size: int | None,
-          on_gpu_worker: bool | None, common: dict) -> None:
+          on_gpu_worker: bool | None, tiles: bool, common: dict) -> None:
     """Train the autoencoder on the store's training days (held-out days kept aside)."""
+    if tiles:
+        from wxdask import tile_model
+
+        cfg = load_config(common, store={"url": store_url}, train={"on_gpu_worker": on_gpu_worker},
+                          tiles={"model_dir": model_dir, "epochs": epochs, "batch_size": batch_size})
+        click.echo(run_stage(tile_model.run_train, cfg))
+        return
     from wxdask import train as stage
 
     cfg = load_config(common, store={"url": store_url}, train={
@@ -180,9 +188,16 @@ def train(store_url: str | None, model_dir: str | None, epochs: int | None, batc
 @main.command()
 @click.option("--store", "store_url", default=None, help="Zarr store path or URL (the one the model was trained on).")
 @click.option("--model", "model_dir", default=None, type=click.Path(), help="Trained model directory.")
+@click.option("--tiles", is_flag=True, help="Score the tile model on held-out tiles with echo (--model default tiles.model_dir).")
 @cluster_options
-def evaluate(store_url: str | None, model_dir: str | None, common: dict) -> None:
+def evaluate(store_url: str | None, model_dir: str | None, tiles: bool, common: dict) -> None:
     """Score the model on its held-out days against a PCA baseline; write scores and a PNG."""
+    if tiles:
+        from wxdask import tile_evaluate
+
+        cfg = load_config(common, store={"url": store_url}, tiles={"model_dir": model_dir})
+        click.echo(run_stage(tile_evaluate.run, cfg))
+        return
     from wxdask import evaluate as stage
 
     cfg = load_config(common, store={"url": store_url}, train={"model_dir": model_dir},
@@ -195,10 +210,18 @@ def evaluate(store_url: str | None, model_dir: str | None, common: dict) -> None
 @click.option("--model", "model_dir", default=None, type=click.Path(), help="Trained model directory.")
 @click.option("--batch-size", type=int, default=None, help="Images per encoder call.")
 @click.option("--images-per-task", type=int, default=None, help="Images per Dask task (sets the embedding's time chunks).")
+@click.option("--tiles", is_flag=True, help="Embed the tiles with echo into tile_embedding (--model default tiles.model_dir).")
 @cluster_options
 def embed_command(store_url: str | None, model_dir: str | None, batch_size: int | None,
-                  images_per_task: int | None, common: dict) -> None:
+                  images_per_task: int | None, tiles: bool, common: dict) -> None:
     """Embed every image not embedded yet, on GPU workers when the cluster has them."""
+    if tiles:
+        from wxdask import tile_embed
+
+        cfg = load_config(common, store={"url": store_url}, tiles={"model_dir": model_dir, "batch_size": batch_size},
+                          embed={"images_per_task": images_per_task})
+        click.echo(run_stage(tile_embed.run, cfg))
+        return
     from wxdask import embed as stage
 
     cfg = load_config(common, store={"url": store_url}, embed={

@@ -33,6 +33,7 @@ __all__ = [
     "write_region",
     "write_variables",
     "staging",
+    "discard",
     "commit",
     "recover",
     "control_url",
@@ -661,6 +662,11 @@ def _remove(cfg: StoreConfig) -> None:
     fs, path = _fs_and_path(cfg)
     if fs.exists(path):
         fs.rm(path, recursive=True)
+
+
+def discard(staged: StoreConfig) -> None:
+    """Remove a staging store (from :func:`staging`) that will not be committed."""
+    _remove(staged)
 
 
 def commit(cfg: StoreConfig, staged: StoreConfig, names: Iterable[str], *, attrs: dict | None = None,

@@ -386,8 +386,13 @@ def _check_same_model(model_dir: Path, record: dict, fingerprint: dict, what: st
         )
 
 
-def plan_training(ds: xr.Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, store_url: str) -> TrainPlan:
+def plan_training(ds: xr.Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, store_url: str, *,
+                  input_shape: tuple[int, int] | None = None, input_name: str | None = None) -> TrainPlan:
     """Decide and check what :func:`fit` will do, reading only the store's small variables.
+
+    ``input_shape`` (with its name ``input_name``) trains a model on inputs of
+    another shape than the store's grid (tiles, :mod:`wxdask.tile_model`): the
+    architecture is then used as given; the split is the same whole-day split.
 
     Raises
     ------
@@ -401,7 +406,10 @@ def plan_training(ds: xr.Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig
     refc = ds["refc"]
     ny, nx = (int(s) for s in refc.shape[-2:])
     grid = grid_name(refc.attrs, (ny, nx))
-    fitted = wxmodel.fit_config_to_grid(model_cfg, (ny, nx))
+    if input_shape is None:
+        fitted = wxmodel.fit_config_to_grid(model_cfg, (ny, nx))
+    else:
+        fitted, grid, (ny, nx) = model_cfg, input_name or grid, (int(input_shape[0]), int(input_shape[1]))
     fingerprint = _fingerprint(grid, (ny, nx), fitted, train_cfg.holdout_every)
 
     model_dir = Path(train_cfg.model_dir)
@@ -611,7 +619,7 @@ def _versions() -> dict:
 
 
 def fit(store_cfg: StoreConfig, train_cfg: TrainConfig, plan: TrainPlan, *,
-        callbacks: Sequence[Any] = ()) -> dict:
+        callbacks: Sequence[Any] = (), datasets: tuple[Any, Any] | None = None, extra: dict | None = None) -> dict:
     """Train (or resume training) and write ``model.keras`` and ``metadata.json``.
 
     Runs where it is called: in this process, or as a task on a GPU worker.
@@ -629,6 +637,11 @@ def fit(store_cfg: StoreConfig, train_cfg: TrainConfig, plan: TrainPlan, *,
         From :func:`plan_training` (grid, architecture, split).
     callbacks : sequence of keras.callbacks.Callback
         Extra callbacks (tests use one to interrupt a run).
+    datasets : tuple, optional
+        ``(train, held_out)`` ``PyDataset`` with ``set_epoch`` (default:
+        :func:`make_datasets`, whole images); tiles pass their own.
+    extra : dict, optional
+        More entries for ``metadata.json`` (the tile model's ``tiles`` record).
 
     Returns
     -------
@@ -658,7 +671,7 @@ def fit(store_cfg: StoreConfig, train_cfg: TrainConfig, plan: TrainPlan, *,
     record["split"] = plan.split
 
     store.open_input(store_cfg, ["refc"], decode=False)  # fails early, naming the store, if it went away
-    train_ds, held_ds = make_datasets(store_cfg, plan, train_cfg)
+    train_ds, held_ds = datasets if datasets is not None else make_datasets(store_cfg, plan, train_cfg)
     _, EpochSetter, Checkpointer = _keras_classes()
     n_train, n_held = plan.split["n_train"], plan.split["n_heldout"]
     if initial_epoch < train_cfg.epochs:
@@ -701,6 +714,7 @@ def fit(store_cfg: StoreConfig, train_cfg: TrainConfig, plan: TrainPlan, *,
         "versions": _versions(),
         "trained_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "hash": wxmodel.model_hash(model_dir),
+        **(extra or {}),
     }
     old = model_dir / wxmodel.METADATA_FILE
     if old.exists():
