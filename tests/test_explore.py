@@ -449,8 +449,10 @@ def test_page_without_model_or_embeddings(browser, servers):
     page, errors = open_page(browser, servers["no_model"].url + "/")
     assert "is missing" in page.locator("#model-message").inner_text()
     assert "is missing" in page.locator("#regimes-message").inner_text()
+    assert all("status of 409" in e for e in errors), errors  # the centroids' 409; no script error
     page.close()
     page, errors = open_page(browser, servers["bare"].url + "/")
     assert "no embedding" in page.locator("#error").inner_text()
     assert "no clusters" in page.locator("#regimes-message").inner_text()
+    assert errors == []
     page.close()

@@ -38,11 +38,11 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -50,7 +50,7 @@ import numpy as np
 from wxdask.config import StoreConfig
 from wxdask.errors import WxdaskError
 
-__all__ = ["ExploreRequestError", "Explorer", "brute_force_query", "make_server", "serve", "load_decoder"]
+__all__ = ["ExploreRequestError", "Explorer", "brute_force_query", "load_decoder", "make_server", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def load_decoder(model_dir: str, model_hash: str | None) -> tuple[Any, float]:
         return plots.load_decoder(model_dir)
     except ExploreRequestError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any loader failure becomes a message on the page
+    except Exception as exc:
         raise ExploreRequestError(f"cannot load the model at {model_dir!r}: {exc}; decoded views are off",
                                   status=409) from exc
 
@@ -281,7 +281,7 @@ class Explorer:
             return _json({"error": str(exc)}, exc.status)
         except WxdaskError as exc:
             return _json({"error": str(exc)}, 409)
-        except Exception:  # noqa: BLE001 - logged here, a short message there
+        except Exception:
             logger.exception("explorer failed on %s", target)
             return _json({"error": "internal error while answering this request (see the server's log)"}, 500)
 
@@ -379,6 +379,15 @@ class Explorer:
     def _embedding(self) -> np.ndarray:
         self._need("embedding")
         return self._cached("embedding", lambda: self.ds["embedding"].values.astype(np.float32))
+
+    def _slot_embedding(self, ti: int, li: int) -> np.ndarray:
+        """One slot's embedding: from the whole array if a query loaded it, else one chunk read."""
+        self._need("embedding")
+        with self._lock:
+            whole = self._cache.get("embedding")
+        if whole is not None:
+            return whole[ti, li]
+        return self.ds["embedding"].isel(time=ti, lead_time=li).values.astype(np.float32)
 
     def _status_names(self) -> dict[int, str]:
         attrs = self.ds["status"].attrs if "status" in self.ds.variables else {}
@@ -502,7 +511,7 @@ class Explorer:
         info["neighbors"] = self._stored_neighbors(ti, li)
         info["exclude_window"] = str(self.ds.attrs.get("search_exclude_window", "0"))
         info["has_embedding"] = bool("embedding" in self.ds.variables
-                                     and np.isfinite(self._embedding()[ti, li]).all())
+                                     and np.isfinite(self._slot_embedding(ti, li)).all())
         return _json(info)
 
     def _query(self, params: dict[str, str]) -> tuple[int, int, int, list[dict]]:
@@ -572,9 +581,9 @@ class Explorer:
         decoded = error = None
         note = ""
         try:
-            emb = self._embedding()
-            if np.isfinite(emb[ti, li]).all():
-                decoded = self._decode(emb[ti, li])[0]
+            z = self._slot_embedding(ti, li)
+            if np.isfinite(z).all():
+                decoded = self._decode(z)[0]
                 _, clip = self._decoder()
                 if img is not None and decoded.shape == img.shape:
                     error = np.clip(decoded, 0, clip) - np.clip(img, 0, clip)
@@ -613,7 +622,7 @@ class Explorer:
         buf = io.BytesIO()
         with _RENDER_LOCK:
             lat, lon = self._latlon()
-            plots.image_panel(images, titles, buf, latitude=lat, longitude=lon, ncols=min(len(images), 6))
+            plots.image_panel(images, titles, buf, latitude=lat, longitude=lon, ncols=min(len(images), 3))
         return _png(buf)
 
     def centroids_png(self, params: dict[str, str]) -> Response:
@@ -675,7 +684,7 @@ def _three_panel(buf: io.BytesIO, img: np.ndarray | None, decoded: np.ndarray, e
     plt.close(fig)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _static(name: str) -> bytes:
     return resources.files("wxdask").joinpath("explore_static", name).read_bytes()
 
@@ -689,16 +698,16 @@ def make_server(explorer: Explorer, host: str = "127.0.0.1", port: int = 8050) -
     class Handler(BaseHTTPRequestHandler):
         server_version = "wxdask-explore"
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             self._send(explorer.handle(self.path))
 
-        def do_HEAD(self) -> None:  # noqa: N802
+        def do_HEAD(self) -> None:
             self._send(explorer.handle(self.path), body=False)
 
         def _refuse(self) -> None:
             self._send(_json({"error": f"{self.command} is not allowed: the explorer is read-only (GET only)"}, 405))
 
-        do_POST = do_PUT = do_DELETE = do_PATCH = _refuse  # noqa: N815
+        do_POST = do_PUT = do_DELETE = do_PATCH = _refuse
 
         def _send(self, resp: Response, body: bool = True) -> None:
             self.send_response(resp.status)

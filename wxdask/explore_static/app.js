@@ -1,8 +1,8 @@
 // wxdask explorer: one page over the explorer's JSON and PNG endpoints (no framework, no build step).
 "use strict";
 
-const STATUS_COLOURS = {ok: "#4caf50", absent: "#9e9e9e", missing_idx: "#795548", no_refc: "#ff9800",
-                        corrupt: "#e53935", failed: "#8e24aa", not_tried: "#e0e0e0"};
+const STATUS_COLOURS = {ok: "#c8e6c9", absent: "#424242", missing_idx: "#795548", no_refc: "#ff9800",
+                        corrupt: "#e53935", failed: "#8e24aa", not_tried: "#f5f5f5"};
 const CLUSTER_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
                          "#7f7f7f", "#bcbd22", "#17becf"];
 const state = {summary: null, timeline: null, lead: null, time: null, index: null, objectUrls: {}};
@@ -75,6 +75,9 @@ function drawTimeline() {
       g.fillRect(x, BANDS.cluster[0], ww, BANDS.cluster[1] - BANDS.cluster[0]);
     }
   }
+  g.fillStyle = "#333"; g.font = "10px sans-serif";
+  g.fillText("status", 2, BANDS.status[1] - 6);
+  if (tl.cluster) g.fillText("cluster", 2, BANDS.cluster[1] - 5);
   if (tl.residual) {  // log scale; NaN (no neighbours) breaks the line
     const vals = tl.residual.filter((v) => v !== null && v > 0);
     if (vals.length) {
