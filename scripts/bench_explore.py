@@ -16,6 +16,7 @@ the median. Not a test: a shared machine makes the numbers noisy.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import threading
 import time
@@ -96,7 +97,8 @@ def main() -> None:
     ok = np.flatnonzero(ds["status"].values[:, 0] == 1)
     rng = np.random.default_rng(args.seed)
     print(f"store {args.store}: {ds.sizes['time']} times x {ds.sizes['lead_time']} leads, "
-          f"grid {ds.sizes['y']}x{ds.sizes['x']}; open {t_open * 1000:.0f} ms, decoder load {t_model:.1f} s")
+          f"grid {ds.sizes['y']}x{ds.sizes['x']}; open {t_open * 1000:.0f} ms; warm-up in the background (first "
+          f"lead's timeline: status is one chunk per slot; decoder load) {t_model:.1f} s")
 
     def slot() -> str:
         return str(explorer.times[int(rng.choice(ok))])
@@ -109,11 +111,14 @@ def main() -> None:
         "/api/query (window 24h, k 10)": lambda: f"/api/query?time={slot()}&lead=0&window=24h&k=10",
         "/api/regimes": lambda: "/api/regimes",
         "/api/scores": lambda: "/api/scores",
-        "/img/slot.png (stored, decoded, error)": lambda: f"/img/slot.png?time={slot()}&lead=0",
+        "/img/slot.png (stored, decoded)": lambda: f"/img/slot.png?time={slot()}&lead=0",
+        "/img/error.png (decoded - stored)": lambda: f"/img/error.png?time={slot()}&lead=0",
         "/img/analogs.png (query + 10 analogs)": lambda: f"/img/analogs.png?time={slot()}&lead=0",
         "/img/centroids.png": lambda: "/img/centroids.png",
         "bad request (unknown time)": lambda: "/api/slot?time=1999-01-01T00&lead=0",
     }
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; pictures are cached once drawn, "
+          "so each PNG request asks for another slot")
     print(f"| view | status | first request | median of {args.repeats} |")
     print("| --- | --- | --- | --- |")
     for name, target in views.items():

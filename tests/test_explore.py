@@ -252,11 +252,13 @@ def test_regimes_and_scores(servers, ds):
 def test_pictures(servers, ds):
     s = servers["full"]
     _, t = ok_slot(ds)
-    for target in [f"/img/slot.png?time={t}&lead=0", f"/img/analogs.png?time={t}&lead=0",
+    for target in [f"/img/slot.png?time={t}&lead=0", f"/img/error.png?time={t}&lead=0",
+                   f"/img/analogs.png?time={t}&lead=0",
                    f"/img/analogs.png?time={t}&lead=1&window=0&k=3", "/img/centroids.png"]:
         code, ctype, body = s.get(target)
         assert (code, ctype) == (200, "image/png"), (target, body[:200])
         assert body[:8] == b"\x89PNG\r\n\x1a\n"
+        assert s.get(target)[2] == body  # drawn once, then from the cache
 
 
 @pytest.mark.parametrize("target, status, message", [
@@ -274,6 +276,8 @@ def test_pictures(servers, ds):
     ("/api/query?time=2019-06-02T06&lead=0&k=100000", 400, "k must be"),
     (f"/api/query?time={MISSING}&lead=0", 404, "has no embedding"),
     (f"/img/slot.png?time={MISSING}&lead=0", 404, "no image and no embedding"),
+    (f"/img/error.png?time={MISSING}&lead=0", 404, "no decoded image"),
+    ("/img/error.png?time=2019-06-02T06&lead=9", 404, "lead 9 is not in the store"),
     ("/img/../../etc/passwd", 404, "no such page"),
     ("/explore_static/index.html", 404, "no such page"),
     ("/api/tiles?time=2019-06-02T06&lead=0", 404, "tile views are not built yet"),
@@ -301,6 +305,7 @@ def test_store_without_embeddings(servers, stores):
     assert "no embedding" in body["error"] and "wxdask embed" in body["error"]
     assert "no cluster_size" in s.json("/api/regimes", 409)["error"]
     assert "no centroid" in s.json("/img/centroids.png", 409)["error"]
+    assert "no embedding" in s.json("/img/error.png?time=2019-06-02T06&lead=0", 409)["error"]
     code, ctype, _ = s.get("/img/slot.png?time=2019-06-02T06&lead=0")  # the stored image alone
     assert (code, ctype) == (200, "image/png")
 
@@ -312,6 +317,7 @@ def test_missing_model_degrades_with_a_message(servers, ds):
     code, ctype, _ = s.get(f"/img/slot.png?time={t}&lead=0")
     assert (code, ctype) == (200, "image/png")
     assert "is missing" in s.json("/img/centroids.png", 409)["error"]
+    assert "is missing" in s.json(f"/img/error.png?time={t}&lead=0", 409)["error"]
     assert s.json(f"/api/query?time={t}&lead=0&window=0")["neighbors"]  # search needs no model
 
 
@@ -394,6 +400,7 @@ def test_page_timeline_slot_analogs_rerun(browser, servers, ds):
     click_slot(page, i)
     page.wait_for_selector(f"#slot-title[data-time='{t}'][data-lead='0']", timeout=60_000)
     page.wait_for_function("document.getElementById('slot-img').naturalWidth > 0")
+    page.wait_for_function("document.getElementById('error-img').naturalWidth > 0")
     page.wait_for_function("document.getElementById('analogs-img').naturalWidth > 0")
     got = analogs_on_page(page)
     want_t = [str(v.astype("datetime64[h]")) for v in ds["neighbor_time"].values[i, 0]]
@@ -449,6 +456,11 @@ def test_page_without_model_or_embeddings(browser, servers):
     page, errors = open_page(browser, servers["no_model"].url + "/")
     assert "is missing" in page.locator("#model-message").inner_text()
     assert "is missing" in page.locator("#regimes-message").inner_text()
+    page.fill("#time-input", "2019-06-02T06")
+    page.click("#go")
+    page.wait_for_selector("#slot-title[data-time='2019-06-02T06']", timeout=60_000)
+    assert "is missing" in page.locator("#slot-note").inner_text()
+    page.wait_for_function("document.getElementById('slot-img').naturalWidth > 0")  # the stored image still
     assert all("status of 409" in e for e in errors), errors  # the centroids' 409; no script error
     page.close()
     page, errors = open_page(browser, servers["bare"].url + "/")

@@ -38,6 +38,7 @@ import logging
 import os
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -62,6 +63,8 @@ STATIC = {
 }
 #: Largest number of analogs one rerun query may ask for.
 MAX_K = 50
+#: Pictures kept once drawn (least recently used out first); the store is read-only, so they stay right.
+PNG_CACHE = 64
 #: matplotlib's pyplot and a Keras model are not thread-safe: every render holds this lock.
 _RENDER_LOCK = threading.Lock()
 
@@ -244,6 +247,7 @@ class Explorer:
         self._lock = threading.Lock()
         self._model_lock = threading.Lock()
         self._cache: dict[str, Any] = {}
+        self._pngs: OrderedDict[str, Response] = OrderedDict()  # the last PNG_CACHE pictures drawn
         self.routes: dict[str, Callable[[dict[str, str]], Response]] = {
             "/api/summary": self.summary,
             "/api/timeline": self.timeline,
@@ -253,12 +257,13 @@ class Explorer:
             "/api/scores": self.scores,
             "/api/tiles": self.tile_view,
             "/img/slot.png": self.slot_png,
+            "/img/error.png": self.error_png,
             "/img/analogs.png": self.analogs_png,
             "/img/centroids.png": self.centroids_png,
         }
         self.params = {
             "/api/summary": (), "/api/regimes": (), "/api/scores": (), "/img/centroids.png": (),
-            "/api/timeline": ("lead",), "/api/slot": ("time", "lead"), "/img/slot.png": ("time", "lead"),
+            "/api/timeline": ("lead",), "/api/slot": ("time", "lead"), "/img/slot.png": ("time", "lead"), "/img/error.png": ("time", "lead"),
             "/api/tiles": ("time", "lead"),
             "/api/query": ("time", "lead", "window", "k"), "/img/analogs.png": ("time", "lead", "window", "k"),
         }
@@ -276,7 +281,20 @@ class Explorer:
             if path not in self.routes:
                 raise ExploreRequestError(f"no such page {path!r}; the explorer serves "
                                           f"{', '.join(sorted([*STATIC, *self.routes]))}", status=404)
-            return self.routes[path](self._params(path, parts.query))
+            params = self._params(path, parts.query)
+            if not path.startswith("/img/"):
+                return self.routes[path](params)
+            key = path + "?" + "&".join(f"{k}={v}" for k, v in sorted(params.items()))
+            with self._lock:
+                if key in self._pngs:
+                    self._pngs.move_to_end(key)
+                    return self._pngs[key]
+            resp = self.routes[path](params)
+            with self._lock:
+                self._pngs[key] = resp
+                while len(self._pngs) > PNG_CACHE:
+                    self._pngs.popitem(last=False)
+            return resp
         except ExploreRequestError as exc:
             return _json({"error": str(exc)}, exc.status)
         except WxdaskError as exc:
@@ -302,8 +320,14 @@ class Explorer:
         return out
 
     def warm_up(self) -> threading.Thread:
-        """Load the decoder in a background thread, so the first decoded view does not wait for Keras."""
+        """Read the first lead's timeline and load the decoder in a background thread.
+
+        A store written by ``wxdask ingest`` holds ``status`` in one chunk per slot, so the first
+        timeline of a year reads 8760 small chunks; the decoder's first load imports Keras.
+        """
         def load() -> None:
+            for name in ("status", "cluster", "interp_residual"):  # the first lead's timeline
+                self._column(name, 0)
             try:
                 self._decoder()
             except ExploreRequestError as exc:
@@ -432,6 +456,15 @@ class Explorer:
             return None
         img = self.ds["refc"].isel(time=ti, lead_time=li).values.astype(np.float32)
         return img if np.isfinite(img).any() else None
+
+    def _images(self, slots: list[tuple[int, int]]) -> list[np.ndarray | None]:
+        """Several slots' images in one read (one graph, not one per image)."""
+        import xarray as xr
+
+        t = xr.DataArray([a for a, _ in slots], dims="slot")
+        lead = xr.DataArray([b for _, b in slots], dims="slot")
+        block = self.ds["refc"].isel(time=t, lead_time=lead).values.astype(np.float32)
+        return [im if np.isfinite(im).any() else None for im in block]
 
     # -- JSON views
 
@@ -570,38 +603,55 @@ class Explorer:
 
     # -- pictures
 
-    def slot_png(self, params: dict[str, str]) -> Response:
-        """The slot's image, its decoded reconstruction and their difference, on the map."""
-        from wxdask import plots
-
-        ti, li = self._time(params), self._lead(params)
+    def _reconstruction(self, ti: int, li: int) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+        """``(stored image, decoded image, note)``; the note says why there is no decoded image."""
         self._need("refc")
         img = self._image(ti, li)
-        name = f"{self.times[ti]} lead {self.leads[li]}"
-        decoded = error = None
-        note = ""
+        decoded, note = None, ""
         try:
             z = self._slot_embedding(ti, li)
             if np.isfinite(z).all():
                 decoded = self._decode(z)[0]
-                _, clip = self._decoder()
-                if img is not None and decoded.shape == img.shape:
-                    error = np.clip(decoded, 0, clip) - np.clip(img, 0, clip)
             else:
-                note = " (no embedding)"
+                note = "no embedding"
         except ExploreRequestError as exc:
-            note = f" ({exc})" if exc.status == 409 else ""
+            note = str(exc)
+        return img, decoded, note
+
+    def slot_png(self, params: dict[str, str]) -> Response:
+        """The slot's stored image and its decoded reconstruction, on the map."""
+        from wxdask import plots
+
+        ti, li = self._time(params), self._lead(params)
+        img, decoded, note = self._reconstruction(ti, li)
+        name = f"{self.times[ti]} lead {self.leads[li]}"
         if img is None and decoded is None:
             raise ExploreRequestError(f"slot {name} has no image and no embedding (see its status)", status=404)
         lat, lon = self._latlon()
-        titles = [f"stored {name}", "decoded" + (note if decoded is None else "")]
+        titles = [f"stored {name}" if img is not None else f"{name}: no stored image",
+                  "decoded from the embedding" if decoded is not None else f"not decoded: {note[:60]}"]
         buf = io.BytesIO()
         with _RENDER_LOCK:
-            if error is None:
-                plots.image_panel([img, decoded], titles, buf, latitude=lat, longitude=lon, ncols=2)
-            else:
-                rmse = float(np.sqrt(np.mean(error ** 2)))
-                _three_panel(buf, img, decoded, error, titles + [f"decoded - stored, RMSE {rmse:.2f} dB"], lat, lon)
+            plots.image_panel([img, decoded], titles, buf, latitude=lat, longitude=lon, ncols=2)
+        return _png(buf)
+
+    def error_png(self, params: dict[str, str]) -> Response:
+        """Decoded minus stored (both clipped as the model sees them), on a diverging scale."""
+        ti, li = self._time(params), self._lead(params)
+        img, decoded, note = self._reconstruction(ti, li)
+        if decoded is None:
+            raise ExploreRequestError(f"no decoded image for {self.times[ti]} lead {self.leads[li]}: {note}",
+                                      status=409 if "model" in note or "embedding;" in note else 404)
+        if img is None or img.shape != decoded.shape:
+            raise ExploreRequestError(f"no stored image for {self.times[ti]} lead {self.leads[li]} "
+                                      "(see its status)", status=404)
+        _, clip = self._decoder()
+        error = np.clip(decoded, 0, clip) - np.clip(img, 0, clip)
+        rmse = float(np.sqrt(np.mean(error ** 2)))
+        lat, lon = self._latlon()
+        buf = io.BytesIO()
+        with _RENDER_LOCK:
+            _error_panel(buf, error, f"decoded - stored, RMSE {rmse:.2f} dB", lat, lon)
         return _png(buf)
 
     def analogs_png(self, params: dict[str, str]) -> Response:
@@ -614,11 +664,10 @@ class Explorer:
             _, _, _, neigh = self._query(params)
         else:
             neigh = self._stored_neighbors(ti, li)
-        images = [self._image(ti, li)]
+        slots = [(ti, li)] + [(self._time({"time": n["time"]}), self.leads.index(n["lead"])) for n in neigh]
+        images = self._images(slots)
         titles = [f"query {self.times[ti]} +{self.leads[li]}h"]
-        for n in neigh:
-            images.append(self._image(self._time({"time": n["time"]}), self.leads.index(n["lead"])))
-            titles.append(f"{n['rank']}. {n['time']} +{n['lead']}h\nd²={n['sqdist']:.4g}")
+        titles += [f"{n['rank']}. {n['time']} +{n['lead']}h\nd²={n['sqdist']:.4g}" for n in neigh]
         buf = io.BytesIO()
         with _RENDER_LOCK:
             lat, lon = self._latlon()
@@ -646,40 +695,31 @@ class Explorer:
         return Response(200, "image/png", self._cached("centroids.png", make))
 
 
-def _three_panel(buf: io.BytesIO, img: np.ndarray | None, decoded: np.ndarray, error: np.ndarray,
-                 titles: list[str], lat: np.ndarray | None, lon: np.ndarray | None) -> None:
-    """Stored and decoded maps (:func:`wxdask.plots.image_panel`) above a diverging map of their difference."""
+def _error_panel(buf: io.BytesIO, error: np.ndarray, title: str, lat: np.ndarray | None,
+                 lon: np.ndarray | None) -> None:
+    """One map of a difference in dB on a diverging scale (the dBZ maps come from :mod:`wxdask.plots`)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
-    import matplotlib.image as mpimg
     import matplotlib.pyplot as plt
 
     from wxdask import plots
 
-    top = io.BytesIO()
-    plots.image_panel([img, decoded], titles[:2], top, latitude=lat, longitude=lon, ncols=2)
-    top.seek(0)
-    maps = mpimg.imread(top)
-    h, w = maps.shape[:2]
-    fig = plt.figure(figsize=(w / 100, h / 100 + 2.6), dpi=100)
-    ax0 = fig.add_axes((0, 2.6 / (h / 100 + 2.6), 1, h / 100 / (h / 100 + 2.6)))
-    ax0.imshow(maps)
-    ax0.axis("off")
-    ax1 = fig.add_axes((0.3, 0.08, 0.38, 2.2 / (h / 100 + 2.6)))
     lim = max(float(np.nanmax(np.abs(error))), 1.0)
     step = max(1, int(np.ceil(max(error.shape) / plots.MAX_DRAW)))
+    fig, ax = plt.subplots(figsize=(4.6, 3.0), layout="constrained")
     if lat is not None and lon is not None and lat.shape == error.shape:
         lo = np.where(lon > 180, lon - 360, lon)
-        m = ax1.pcolormesh(lo[::step, ::step], lat[::step, ::step], error[::step, ::step], cmap="RdBu_r",
-                           vmin=-lim, vmax=lim, shading="nearest", rasterized=True)
-        ax1.set_aspect(1.0 / np.cos(np.deg2rad(np.nanmean(lat))))
+        m = ax.pcolormesh(lo[::step, ::step], lat[::step, ::step], error[::step, ::step], cmap="RdBu_r",
+                          vmin=-lim, vmax=lim, shading="nearest", rasterized=True)
+        ax.set_aspect(1.0 / np.cos(np.deg2rad(np.nanmean(lat))))
+        ax.set_xlabel("longitude", fontsize=7)
+        ax.set_ylabel("latitude", fontsize=7)
     else:
-        m = ax1.imshow(error[::step, ::step], origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim)
-    ax1.set_title(titles[2], fontsize=8)
-    ax1.tick_params(labelsize=6)
-    cbar = fig.colorbar(m, ax=ax1, shrink=0.9)
-    cbar.set_label("dB", fontsize=8)
+        m = ax.imshow(error[::step, ::step], origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim)
+    ax.set_title(title, fontsize=8)
+    ax.tick_params(labelsize=6)
+    fig.colorbar(m, ax=ax, shrink=0.9).set_label("dB (decoded - stored)", fontsize=7)
     fig.savefig(buf, dpi=100)
     plt.close(fig)
 

@@ -168,7 +168,11 @@ async function select(time, lead) {
     state.storedNeighbors = info.neighbors;
     analogList(info.neighbors, state.summary.has_neighbors ?
       `stored (window ${info.exclude_window}, k ${state.summary.k})` : "none stored: run `wxdask search`");
-    const imgOk = await loadImage("slot-img", `/img/slot.png?${q({time: info.time, lead: info.lead})}`);
+    const slotQ = q({time: info.time, lead: info.lead});
+    $("slot-note").hidden = true;
+    const imgOk = await loadImage("slot-img", `/img/slot.png?${slotQ}`);
+    if (imgOk) await loadImage("error-img", `/img/error.png?${slotQ}`, "slot-note");
+    else $("error-img").removeAttribute("src");
     if (info.neighbors.length) await loadImage("analogs-img", `/img/analogs.png?${q({time: info.time, lead: info.lead})}`);
     else $("analogs-img").removeAttribute("src");
     title.dataset.lead = info.lead;
