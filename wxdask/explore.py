@@ -51,7 +51,7 @@ import numpy as np
 from wxdask.config import StoreConfig
 from wxdask.errors import WxdaskError
 
-__all__ = ["ExploreRequestError", "Explorer", "brute_force_query", "load_decoder", "make_server", "serve"]
+__all__ = ["ExploreRequestError", "Explorer", "brute_force_query", "load_decoder", "make_server", "mosaic", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ STATIC = {
 }
 #: Largest number of analogs one rerun query may ask for.
 MAX_K = 50
+#: Images per row of the analogs' mosaic.
+ANALOG_COLUMNS = 4
 #: Pictures kept once drawn (least recently used out first); the store is read-only, so they stay right.
 PNG_CACHE = 64
 #: matplotlib's pyplot and a Keras model are not thread-safe: every render holds this lock.
@@ -130,6 +132,30 @@ def brute_force_query(emb: np.ndarray, hours: np.ndarray, ti: int, li: int, k: i
     cand = np.flatnonzero(ok)
     order = cand[np.lexsort((cand, sq[cand]))[:k]]
     return [(int(i // nl), int(i % nl), float(sq[i])) for i in order]
+
+
+def mosaic(images: list[np.ndarray | None], ncols: int, gap: int = 2) -> np.ndarray:
+    """Images ``(y, x)`` side by side in rows of ``ncols``, first at the top left, NaN between and for ``None``.
+
+    Row 0 is south in the store, so the mosaic's rows are stacked top-down in drawing order.
+
+    Examples
+    --------
+    >>> m = mosaic([np.zeros((2, 3)), None, np.ones((2, 3))], ncols=2, gap=1)
+    >>> m.shape, int(np.isnan(m).sum()), float(np.nansum(m))
+    ((5, 7), 23, 6.0)
+    """
+    shape = next((im.shape for im in images if im is not None), (1, 1))
+    ny, nx = shape
+    nrows = -(-len(images) // ncols)
+    out = np.full((nrows * ny + (nrows - 1) * gap, ncols * nx + (ncols - 1) * gap), np.nan, dtype=np.float32)
+    for k, im in enumerate(images):
+        if im is None:
+            continue
+        row = nrows - 1 - k // ncols  # drawn with origin="lower": the last block row is at the top
+        r0, c0 = row * (ny + gap), (k % ncols) * (nx + gap)
+        out[r0:r0 + ny, c0:c0 + nx] = im
+    return out
 
 
 def parse_window(text: str) -> int:
@@ -666,12 +692,12 @@ class Explorer:
             neigh = self._stored_neighbors(ti, li)
         slots = [(ti, li)] + [(self._time({"time": n["time"]}), self.leads.index(n["lead"])) for n in neigh]
         images = self._images(slots)
-        titles = [f"query {self.times[ti]} +{self.leads[li]}h"]
-        titles += [f"{n['rank']}. {n['time']} +{n['lead']}h\nd²={n['sqdist']:.4g}" for n in neigh]
+        ncols = min(len(images), ANALOG_COLUMNS)
+        title = (f"query {self.times[ti]} +{self.leads[li]}h (top left), then analogs 1-{len(neigh)} "
+                 "left to right, top to bottom (grid cells; grey: no image)")
         buf = io.BytesIO()
-        with _RENDER_LOCK:
-            lat, lon = self._latlon()
-            plots.image_panel(images, titles, buf, latitude=lat, longitude=lon, ncols=min(len(images), 3))
+        with _RENDER_LOCK:  # one mosaic in one panel: a dozen map axes would take seconds to lay out
+            plots.image_panel([mosaic(images, ncols)], [title], buf)
         return _png(buf)
 
     def centroids_png(self, params: dict[str, str]) -> Response:
