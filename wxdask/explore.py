@@ -135,26 +135,28 @@ def brute_force_query(emb: np.ndarray, hours: np.ndarray, ti: int, li: int, k: i
 
 
 def mosaic(images: list[np.ndarray | None], ncols: int, gap: int = 2) -> np.ndarray:
-    """Images ``(y, x)`` side by side in rows of ``ncols``, first at the top left, NaN between and for ``None``.
+    """Images ``(y, x)`` side by side in rows of ``ncols``, first at the top left.
 
-    Row 0 is south in the store, so the mosaic's rows are stacked top-down in drawing order.
+    NaN (drawn grey) between images and for ``None``; -10 dBZ (blank) in unused cells. Row 0 is
+    south in the store, so the blocks are placed for drawing with ``origin="lower"``.
 
     Examples
     --------
     >>> m = mosaic([np.zeros((2, 3)), None, np.ones((2, 3))], ncols=2, gap=1)
-    >>> m.shape, int(np.isnan(m).sum()), float(np.nansum(m))
-    ((5, 7), 23, 6.0)
+    >>> m.shape, int(np.isnan(m).sum()), int((m == -10).sum()), float(m[:2, :3].sum())
+    ((5, 7), 17, 6, 6.0)
     """
     shape = next((im.shape for im in images if im is not None), (1, 1))
     ny, nx = shape
     nrows = -(-len(images) // ncols)
     out = np.full((nrows * ny + (nrows - 1) * gap, ncols * nx + (ncols - 1) * gap), np.nan, dtype=np.float32)
-    for k, im in enumerate(images):
-        if im is None:
-            continue
+    for k in range(nrows * ncols):
         row = nrows - 1 - k // ncols  # drawn with origin="lower": the last block row is at the top
         r0, c0 = row * (ny + gap), (k % ncols) * (nx + gap)
-        out[r0:r0 + ny, c0:c0 + nx] = im
+        if k >= len(images):
+            out[r0:r0 + ny, c0:c0 + nx] = -10.0
+        elif images[k] is not None:
+            out[r0:r0 + ny, c0:c0 + nx] = images[k]
     return out
 
 
@@ -289,8 +291,8 @@ class Explorer:
         }
         self.params = {
             "/api/summary": (), "/api/regimes": (), "/api/scores": (), "/img/centroids.png": (),
-            "/api/timeline": ("lead",), "/api/slot": ("time", "lead"), "/img/slot.png": ("time", "lead"), "/img/error.png": ("time", "lead"),
-            "/api/tiles": ("time", "lead"),
+            "/api/timeline": ("lead",), "/api/slot": ("time", "lead"), "/api/tiles": ("time", "lead"),
+            "/img/slot.png": ("time", "lead"), "/img/error.png": ("time", "lead"),
             "/api/query": ("time", "lead", "window", "k"), "/img/analogs.png": ("time", "lead", "window", "k"),
         }
 
@@ -693,8 +695,8 @@ class Explorer:
         slots = [(ti, li)] + [(self._time({"time": n["time"]}), self.leads.index(n["lead"])) for n in neigh]
         images = self._images(slots)
         ncols = min(len(images), ANALOG_COLUMNS)
-        title = (f"query {self.times[ti]} +{self.leads[li]}h (top left), then analogs 1-{len(neigh)} "
-                 "left to right, top to bottom (grid cells; grey: no image)")
+        title = (f"query {self.times[ti]} +{self.leads[li]}h top left,\n"
+                 f"then analogs 1-{len(neigh)} by rows (grey: no image)")
         buf = io.BytesIO()
         with _RENDER_LOCK:  # one mosaic in one panel: a dozen map axes would take seconds to lay out
             plots.image_panel([mosaic(images, ncols)], [title], buf)
