@@ -418,5 +418,18 @@ def synth_command(start: str, end: str, leads: str, grid_name: str, seed: int, m
     click.echo(f"wrote {n_grib} GRIB2 files and {len(keys) - n_grib} .idx files under {where}")
 
 
+@main.command("explore")
+@click.option("--store", "store_url", required=True, help="The Zarr store (opened read-only).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (loopback unless told).")
+@click.option("--port", default=8050, show_default=True, type=int, help="Port (0: a free one).")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+def explore_command(store_url: str, host: str, port: int, verbose: int) -> None:
+    """Serve a read-only analog explorer for STORE in the browser (prints its URL)."""
+    from wxdask import explore
+
+    _setup_logging(verbose)
+    explore.serve(store_url, host, port, on_ready=lambda url: click.echo(f"wxdask explorer at {url} (Ctrl-C stops)"))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

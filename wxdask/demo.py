@@ -83,6 +83,7 @@ def run(out: str | Path = "wxdask-demo", *, days: int = 14, seed: int = 0, n_wor
             close_client(client)
     report.append(f"\nstore: {cfg.store.url}  (xarray.open_zarr({cfg.store.url!r}))")
     report.append(f"model: {cfg.train.model_dir}")
+    report.append(f"explore it in the browser: wxdask explore --store {cfg.store.url}")
     return "\n".join(report)
 
 

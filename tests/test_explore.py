@@ -1,0 +1,470 @@
+"""The analog explorer: its numpy query against an oracle, its endpoints over HTTP, the page in Chromium.
+
+One store per module, built by the real stages (ingest of a synthetic archive with a missing hour
+and a corrupt message, train for one epoch, evaluate, embed, decode, search, interpolate, cluster).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from wxdask import explore, store
+from wxdask.config import Config, StoreConfig
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "2019-06-01T00", "2019-06-05T00"
+MISSING = "2019-06-02T05"
+CORRUPT = "2019-06-03T07"
+WINDOW = "6h"
+CHROMIUM = os.environ.get("WXDASK_CHROMIUM", "/usr/bin/chromium")
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    """sha256 of every file under ``path`` (the store must stay byte-identical)."""
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory, client):
+    """``full``: every stage's output; ``bare``: ingest only; ``no_model``: full, model dir gone."""
+    from wxdask import pipeline
+    from wxdask.testing import make_refc_store
+
+    base = tmp_path_factory.mktemp("explore")
+    full = base / "full.zarr"
+    make_refc_store(full, START, END, leads=(0, 1), missing=[MISSING], corrupt=[(CORRUPT, 0, "garbage")])
+    shutil.copytree(full, base / "bare.zarr")
+    cfg = Config.from_dict({
+        "store": {"url": str(full)}, "dask": {"progress": False},
+        "train": {"model_dir": str(base / "model"), "epochs": 1, "batch_size": 16},
+        "evaluate": {"n_examples": 1, "pca_max_train": 200},
+        "embed": {"images_per_task": 64}, "search": {"k": 5, "exclude_window": WINDOW},
+        "interpolate": {"n_decode": 1}, "kmeans": {"k": 3, "plot": str(base / "centroids.png")},
+    })
+    pipeline.run(cfg, client, ["train", "evaluate", "embed", "decode", "search", "interpolate", "cluster"])
+    shutil.copytree(full, base / "no_model.zarr")
+    store.set_attrs(StoreConfig(url=str(base / "no_model.zarr")), {"model_dir": str(base / "gone")},
+                    variable="embedding")
+    paths = {"full": full, "bare": base / "bare.zarr", "no_model": base / "no_model.zarr"}
+    digests = {name: tree_digest(p) for name, p in paths.items()}
+    yield paths
+    for name, p in paths.items():  # no view ever writes to a store
+        assert tree_digest(p) == digests[name], f"the explorer changed the {name} store"
+
+
+class Server:
+    def __init__(self, path: Path) -> None:
+        self.explorer = explore.Explorer(StoreConfig(url=str(path)))
+        self.httpd = explore.make_server(self.explorer, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def get(self, target: str) -> tuple[int, str, bytes]:
+        try:
+            with urllib.request.urlopen(self.url + target, timeout=120) as resp:
+                return resp.status, resp.headers["Content-Type"], resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.headers["Content-Type"], err.read()
+
+    def json(self, target: str, status: int = 200) -> dict:
+        code, ctype, body = self.get(target)
+        assert code == status, (target, code, body[:300])
+        assert ctype == "application/json"
+        return json.loads(body)
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def servers(stores):
+    running = {name: Server(path) for name, path in stores.items()}
+    yield running
+    for s in running.values():
+        s.close()
+
+
+@pytest.fixture(scope="module")
+def ds(stores):
+    return xr.open_zarr(str(stores["full"]), consolidated=False)
+
+
+def oracle(emb: np.ndarray, hours: np.ndarray, ti: int, li: int, k: int, window: int) -> list[tuple[int, int, float]]:
+    """Loop-by-loop brute force: squared Euclidean (float64), window on init time, never itself, ties earlier."""
+    nt, nl, _ = emb.shape
+    q = emb[ti, li].astype(np.float64)
+    cand = []
+    for t in range(nt):
+        for lead in range(nl):
+            e = emb[t, lead].astype(np.float64)
+            if (t, lead) == (ti, li) or not np.isfinite(e).all():
+                continue
+            if window > 0 and abs(int(hours[t]) - int(hours[ti])) < window:
+                continue
+            cand.append((float(((e - q) ** 2).sum()), t * nl + lead, t, lead))
+    cand.sort()
+    return [(t, lead, d) for d, _, t, lead in cand[:k]]
+
+
+def ok_slot(ds: xr.Dataset) -> tuple[int, str]:
+    """A lead-0 slot with an image, an embedding and k stored neighbours, mid-archive."""
+    status = ds["status"].values[:, 0]
+    n = len(status)
+    for i in list(range(n // 2, n)) + list(range(n // 2)):
+        if status[i] == 1 and (ds["neighbor_lead"].values[i, 0] >= 0).all():
+            return i, str(ds["time"].values[i].astype("datetime64[h]"))
+    raise AssertionError("no ok slot")
+
+
+# ----------------------------------------------------------------------------- numpy core
+
+
+def test_brute_force_query_matches_oracle_with_ties_nans_and_windows():
+    rng = np.random.default_rng(0)
+    emb = rng.integers(0, 3, (40, 2, 3)).astype(np.float32)  # many exact ties
+    emb[7] = np.nan
+    emb[11, 1] = np.nan
+    hours = np.cumsum(rng.integers(1, 3, 40))
+    for ti, li in [(0, 0), (20, 1), (39, 0), (8, 1)]:
+        for window in (0, 1, 3, 24):
+            for k in (1, 5, 100):
+                assert explore.brute_force_query(emb, hours, ti, li, k, window) == oracle(emb, hours, ti, li, k, window)
+    assert explore.brute_force_query(emb, hours, 7, 0, 5, 0) == []
+
+
+def test_brute_force_equals_what_wxdask_search_stored(ds):
+    emb = ds["embedding"].values
+    hours = ds["time"].values.astype("datetime64[h]").astype(np.int64)
+    window = explore.parse_window(ds.attrs["search_exclude_window"])
+    leads = ds["lead_time"].values.tolist()
+    checked = 0
+    for ti in range(0, emb.shape[0], 7):
+        for li in range(emb.shape[1]):
+            found = explore.brute_force_query(emb, hours, ti, li, 5, window)
+            stored_t = ds["neighbor_time"].values[ti, li]
+            stored_l = ds["neighbor_lead"].values[ti, li]
+            stored_d = ds["neighbor_sqdist"].values[ti, li]
+            keep = stored_l >= 0
+            assert [(int(hours[t]), leads[lead]) for t, lead, _ in found] == \
+                [(int(t), int(lead)) for t, lead in zip(stored_t[keep].astype("datetime64[h]").astype(np.int64),
+                                                        stored_l[keep])]
+            np.testing.assert_allclose([d for *_, d in found], stored_d[keep], rtol=1e-4, atol=1e-7)
+            checked += int(keep.any())
+    assert checked > 10
+
+
+@pytest.mark.parametrize("text, hours", [("0", 0), ("24h", 24), ("2d", 48), (" 6 ", 6)])
+def test_parse_window(text, hours):
+    assert explore.parse_window(text) == hours
+
+
+@pytest.mark.parametrize("text", ["-1h", "1.5h", "abc", "24m", ""])
+def test_parse_window_rejects(text):
+    with pytest.raises(explore.ExploreRequestError, match="window"):
+        explore.parse_window(text)
+
+
+# ----------------------------------------------------------------------------- endpoints over HTTP
+
+
+def test_static_page_and_content_types(servers):
+    s = servers["full"]
+    for target, ctype in [("/", "text/html"), ("/app.js", "text/javascript"), ("/style.css", "text/css")]:
+        code, got, body = s.get(target)
+        assert code == 200 and got.startswith(ctype) and body
+    code, _, body = s.get("/")
+    assert b'id="timeline"' in body and b'id="tiles" hidden' in body
+
+
+def test_summary_timeline_slot(servers, ds):
+    s = servers["full"]
+    summ = s.json("/api/summary")
+    assert summ["n_times"] == ds.sizes["time"] and summ["leads"] == [0, 1]
+    assert summ["has_embedding"] and summ["has_neighbors"] and summ["k"] == 5 and summ["n_clusters"] == 3
+    assert summ["exclude_window"] == WINDOW and summ["model_message"] is None and summ["tiles"] is False
+    tl = s.json("/api/timeline?lead=0")
+    n = ds.sizes["time"]
+    assert tl["n"] == n and len(tl["status"]) == n and len(tl["cluster"]) == n and len(tl["residual"]) == n
+    times = ds["time"].values.astype("datetime64[h]")
+    assert tl["status"][int(np.flatnonzero(times == np.datetime64(MISSING))[0])] == "absent"
+    assert tl["status"][int(np.flatnonzero(times == np.datetime64(CORRUPT))[0])] == "corrupt"
+    assert tl["cluster"] == ds["cluster"].values[:, 0].tolist()
+    resid = ds["interp_residual"].values[:, 0]
+    assert [r is None for r in tl["residual"]] == np.isnan(resid).tolist()
+    i, t = ok_slot(ds)
+    slot = s.json(f"/api/slot?time={t}&lead=0")
+    assert slot["status"] == "ok" and slot["cluster"] == int(ds["cluster"].values[i, 0]) and slot["index"] == i
+    want = [(str(tt.astype("datetime64[h]")), int(ll), float(dd)) for tt, ll, dd in
+            zip(ds["neighbor_time"].values[i, 0], ds["neighbor_lead"].values[i, 0], ds["neighbor_sqdist"].values[i, 0])]
+    got = [(n["time"], n["lead"], n["sqdist"]) for n in slot["neighbors"]]
+    assert [g[:2] for g in got] == [w[:2] for w in want]
+    np.testing.assert_allclose([g[2] for g in got], [w[2] for w in want], rtol=1e-6)
+    # other spellings of the same hour
+    assert s.json(f"/api/slot?time={t}:00&lead=0")["index"] == i
+    assert s.json(f"/api/slot?time={t.replace('T', '%20')}:00:00Z&lead=0")["index"] == i
+
+
+def test_query_reruns_with_the_window(servers, ds):
+    s = servers["full"]
+    emb = ds["embedding"].values
+    hours = ds["time"].values.astype("datetime64[h]").astype(np.int64)
+    i, t = ok_slot(ds)
+    for window, w_hours in [("0", 0), ("6h", 6), ("2d", 48)]:
+        res = s.json(f"/api/query?time={t}&lead=0&window={window}&k=7")
+        assert res["window_hours"] == w_hours
+        want = oracle(emb, hours, i, 0, 7, w_hours)
+        assert [(n["time"], n["lead"]) for n in res["neighbors"]] == \
+            [(str(hours[tt].astype("datetime64[h]")), lead) for tt, lead, _ in want]
+        np.testing.assert_allclose([n["sqdist"] for n in res["neighbors"]], [d for *_, d in want], rtol=1e-9)
+
+
+def test_regimes_and_scores(servers, ds):
+    s = servers["full"]
+    reg = s.json("/api/regimes")
+    assert reg["sizes"] == ds["cluster_size"].values.tolist()
+    assert reg["counts"] == ds["cluster_count"].values.tolist() and reg["months"] == list(range(1, 13))
+    sc = s.json("/api/scores")
+    ev = ds.attrs["wxdask_evaluation"]
+    assert sc["evaluation"]["autoencoder"]["rmse"] == pytest.approx(ev["autoencoder"]["rmse"])
+    assert sc["evaluation"]["pca"]["csi_20"] == pytest.approx(ev["pca"]["csi_20"])
+    assert sc["analog"] is None and sc["interpolation"]["interp_median_ratio"] == pytest.approx(
+        ds.attrs["interp_median_ratio"])
+
+
+def test_pictures(servers, ds):
+    s = servers["full"]
+    _, t = ok_slot(ds)
+    for target in [f"/img/slot.png?time={t}&lead=0", f"/img/error.png?time={t}&lead=0",
+                   f"/img/analogs.png?time={t}&lead=0",
+                   f"/img/analogs.png?time={t}&lead=1&window=0&k=3", "/img/centroids.png"]:
+        code, ctype, body = s.get(target)
+        assert (code, ctype) == (200, "image/png"), (target, body[:200])
+        assert body[:8] == b"\x89PNG\r\n\x1a\n"
+        assert s.get(target)[2] == body  # drawn once, then from the cache
+
+
+@pytest.mark.parametrize("target, status, message", [
+    ("/api/slot?time=1999-01-01T00&lead=0", 404, "not in the store"),
+    ("/api/slot?time=2019-06-02T05:30&lead=0", 404, "not in the store"),
+    ("/api/slot?time=2019-06-02T05&lead=3", 404, "lead 3 is not in the store; it holds leads [0, 1]"),
+    ("/api/slot?time=2019-13-45T00&lead=0", 400, "not a valid date"),
+    ("/api/slot?time=yesterday", 400, "time must look like"),
+    ("/api/slot?lead=0", 400, "missing parameter 'time'"),
+    ("/api/slot?time=2019-06-02T05&lead=x", 400, "lead must be a whole number"),
+    ("/api/slot?time=2019-06-02T05&time=2019-06-02T06", 400, "given 2 times"),
+    ("/api/slot?file=/etc/passwd", 400, "unknown parameter 'file'"),
+    ("/api/query?time=2019-06-02T06&lead=0&window=soon", 400, "window must be"),
+    ("/api/query?time=2019-06-02T06&lead=0&k=0", 400, "k must be"),
+    ("/api/query?time=2019-06-02T06&lead=0&k=100000", 400, "k must be"),
+    (f"/api/query?time={MISSING}&lead=0", 404, "has no embedding"),
+    (f"/img/slot.png?time={MISSING}&lead=0", 404, "no image and no embedding"),
+    (f"/img/error.png?time={MISSING}&lead=0", 404, "no decoded image"),
+    ("/img/error.png?time=2019-06-02T06&lead=9", 404, "lead 9 is not in the store"),
+    ("/img/../../etc/passwd", 404, "no such page"),
+    ("/explore_static/index.html", 404, "no such page"),
+    ("/api/tiles?time=2019-06-02T06&lead=0", 404, "tile views are not built yet"),
+])
+def test_bad_requests_are_4xx_with_a_message(servers, target, status, message):
+    body = servers["full"].json(target, status)
+    assert message in body["error"] and "Traceback" not in body["error"]
+
+
+def test_only_get(servers):
+    req = urllib.request.Request(servers["full"].url + "/api/summary", data=b"x", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=30)
+    assert err.value.code == 405 and "read-only" in json.loads(err.value.read())["error"]
+
+
+def test_store_without_embeddings(servers, stores):
+    s = servers["bare"]
+    summ = s.json("/api/summary")
+    assert not summ["has_embedding"] and not summ["has_clusters"]
+    assert len(s.json("/api/timeline?lead=1")["status"]) == summ["n_times"]
+    slot = s.json("/api/slot?time=2019-06-02T06&lead=0")
+    assert slot["status"] == "ok" and slot["neighbors"] == [] and not slot["has_embedding"]
+    body = s.json("/api/query?time=2019-06-02T06&lead=0", 409)
+    assert "no embedding" in body["error"] and "wxdask embed" in body["error"]
+    assert "no cluster_size" in s.json("/api/regimes", 409)["error"]
+    assert "no centroid" in s.json("/img/centroids.png", 409)["error"]
+    assert "no embedding" in s.json("/img/error.png?time=2019-06-02T06&lead=0", 409)["error"]
+    code, ctype, _ = s.get("/img/slot.png?time=2019-06-02T06&lead=0")  # the stored image alone
+    assert (code, ctype) == (200, "image/png")
+
+
+def test_missing_model_degrades_with_a_message(servers, ds):
+    s = servers["no_model"]
+    assert "is missing: decoded views are off" in s.json("/api/summary")["model_message"]
+    _, t = ok_slot(ds)
+    code, ctype, _ = s.get(f"/img/slot.png?time={t}&lead=0")
+    assert (code, ctype) == (200, "image/png")
+    assert "is missing" in s.json("/img/centroids.png", 409)["error"]
+    assert "is missing" in s.json(f"/img/error.png?time={t}&lead=0", 409)["error"]
+    assert s.json(f"/api/query?time={t}&lead=0&window=0")["neighbors"]  # search needs no model
+
+
+def test_cli_serves_on_loopback_and_prints_its_url(stores):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "wxdask.cli", "explore", "--store", str(stores["bare"]),
+                             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("wxdask explorer at http://127.0.0.1:"), line
+        url = line.split()[3]
+        with urllib.request.urlopen(url + "api/summary", timeout=60) as resp:
+            assert json.loads(resp.read())["n_times"] == 96
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_cli_no_store_is_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from wxdask.cli import main
+
+    res = CliRunner().invoke(main, ["explore", "--store", str(tmp_path / "nothing.zarr"), "--port", "0"])
+    assert res.exit_code == 1 and "no wxdask store" in res.output
+
+
+# ----------------------------------------------------------------------------- the page in Chromium
+
+
+@pytest.fixture(scope="module")
+def browser():
+    in_ci = os.environ.get("CI") == "true"
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if in_ci:
+            pytest.fail("playwright is not installed (pip install -e '.[test]')")
+        pytest.skip("playwright is not installed")
+    if not os.path.exists(CHROMIUM):
+        if in_ci:
+            pytest.fail(f"no Chromium at {CHROMIUM} (.ci/run installs it with apt-get)")
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+        yield b
+        b.close()
+
+
+def open_page(browser, url: str):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    page.wait_for_selector("body[data-ready='1']", timeout=120_000)
+    return page, errors
+
+
+def click_slot(page, i: int) -> None:
+    box = page.locator("#timeline").bounding_box()
+    x = page.evaluate(f"window.explorer.slotX({i})")
+    page.mouse.click(box["x"] + x, box["y"] + 10)
+
+
+def analogs_on_page(page) -> list[tuple[str, int, float]]:
+    return [(b.get_attribute("data-time"), int(b.get_attribute("data-lead")), float(b.get_attribute("data-sqdist")))
+            for b in page.locator("#analogs button.analog").all()]
+
+
+def test_page_timeline_slot_analogs_rerun(browser, servers, ds):
+    s = servers["full"]
+    page, errors = open_page(browser, s.url + "/")
+    assert int(page.locator("#timeline").get_attribute("data-n-slots")) == ds.sizes["time"]
+    assert int(page.locator("#cluster-counts").get_attribute("data-k")) == 3
+    assert "autoencoder" in page.locator("#evaluation").inner_text()
+    page.wait_for_function("document.getElementById('centroids').naturalWidth > 0")
+
+    i, t = ok_slot(ds)
+    click_slot(page, i)
+    page.wait_for_selector(f"#slot-title[data-time='{t}'][data-lead='0']", timeout=60_000)
+    page.wait_for_function("document.getElementById('slot-img').naturalWidth > 0")
+    page.wait_for_function("document.getElementById('error-img').naturalWidth > 0")
+    page.wait_for_function("document.getElementById('analogs-img').naturalWidth > 0")
+    got = analogs_on_page(page)
+    want_t = [str(v.astype("datetime64[h]")) for v in ds["neighbor_time"].values[i, 0]]
+    assert [g[0] for g in got] == want_t
+    assert [g[1] for g in got] == ds["neighbor_lead"].values[i, 0].tolist()
+    np.testing.assert_allclose([g[2] for g in got], ds["neighbor_sqdist"].values[i, 0], rtol=1e-6)
+    (ROOT / "docs").mkdir(exist_ok=True)
+    page.screenshot(path=str(ROOT / "docs" / "explorer.png"), full_page=True)
+
+    # clicking an analog moves there
+    first_t, first_lead, _ = got[0]
+    page.locator("#analogs button.analog").first.click()
+    page.wait_for_selector(f"#slot-title[data-time='{first_t}'][data-lead='{first_lead}']", timeout=60_000)
+    assert page.locator("#lead").input_value() == str(first_lead)
+
+    # the exclusion window reruns one query; the page shows what the oracle says
+    emb = ds["embedding"].values
+    hours = ds["time"].values.astype("datetime64[h]").astype(np.int64)
+    ti = int(np.flatnonzero(ds["time"].values.astype("datetime64[h]") == np.datetime64(first_t))[0])
+    for window, w_hours, k in [("0", 0, 4), ("36h", 36, 6)]:
+        page.fill("#window", window)
+        page.fill("#k", str(k))
+        page.click("#rerun")
+        page.wait_for_selector(f"#analogs[data-caption='rerun: window {w_hours} h, k {k}']", timeout=60_000)
+        want = oracle(emb, hours, ti, first_lead, k, w_hours)
+        got = analogs_on_page(page)
+        assert [(g[0], g[1]) for g in got] == [(str(hours[tt].astype("datetime64[h]")), lead) for tt, lead, _ in want]
+        np.testing.assert_allclose([g[2] for g in got], [d for *_, d in want], rtol=1e-9)
+    assert page.locator("#error").is_hidden()
+    assert errors == []
+    page.close()
+
+
+def test_page_shows_bad_requests(browser, servers):
+    page, errors = open_page(browser, servers["full"].url + "/")
+    for text, message in [("1999-01-01T00", "not in the store"), ("tomorrow", "time must look like")]:
+        page.fill("#time-input", text)
+        page.click("#go")
+        page.wait_for_selector("#error:not([hidden])", timeout=30_000)
+        assert message in page.locator("#error").inner_text()
+    page.fill("#time-input", "2019-06-02T06")
+    page.click("#go")
+    page.wait_for_selector("#slot-title[data-time='2019-06-02T06']", timeout=60_000)
+    page.fill("#window", "soon")
+    page.click("#rerun")
+    page.wait_for_selector("#error:not([hidden])", timeout=30_000)
+    assert "window must be" in page.locator("#error").inner_text()
+    assert all("status of 4" in e for e in errors), errors  # only the browser's own note on each 4xx
+    page.close()
+
+
+def test_page_without_model_or_embeddings(browser, servers):
+    page, errors = open_page(browser, servers["no_model"].url + "/")
+    assert "is missing" in page.locator("#model-message").inner_text()
+    assert "is missing" in page.locator("#regimes-message").inner_text()
+    page.fill("#time-input", "2019-06-02T06")
+    page.click("#go")
+    page.wait_for_selector("#slot-title[data-time='2019-06-02T06']", timeout=60_000)
+    assert "is missing" in page.locator("#slot-note").inner_text()
+    page.wait_for_function("document.getElementById('slot-img').naturalWidth > 0")  # the stored image still
+    assert all("status of 409" in e for e in errors), errors  # the centroids' 409; no script error
+    page.close()
+    page, errors = open_page(browser, servers["bare"].url + "/")
+    assert "no embedding" in page.locator("#error").inner_text()
+    assert "no clusters" in page.locator("#regimes-message").inner_text()
+    assert errors == []
+    page.close()
