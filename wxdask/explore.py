@@ -199,11 +199,11 @@ def _jsonable(value: Any) -> Any:
 # ----------------------------------------------------------------------------- the model (one place)
 
 
-def load_decoder(model_dir: str, model_hash: str | None) -> tuple[Any, float]:
+def load_decoder(embedding_attrs: dict, store_url: str) -> tuple[Any, float]:
     """The decoder of the model that made the embeddings, and its clip (dBZ of a scaled 1).
 
-    The explorer's only use of the model API: switch this one function when the
-    loader changes.
+    Through the one model access (:func:`wxdask.models.decoder_for`: the model
+    recorded with the embedding, its hash checked, loaded once per process).
 
     Raises
     ------
@@ -211,21 +211,18 @@ def load_decoder(model_dir: str, model_hash: str | None) -> tuple[Any, float]:
         (status 409) if the model directory is missing, unreadable, or holds
         another model than the embedding's ``model_hash``.
     """
+    from wxdask.errors import WxdaskError
+    from wxdask.models import decoder_for
+
+    model_dir = str(embedding_attrs.get("model_dir") or "")
     if not model_dir or not os.path.isdir(model_dir):
         raise ExploreRequestError(f"model directory {model_dir!r} (from the embedding's attributes) is missing: "
                                   "decoded views are off", status=409)
     try:
-        from wxdask import model as wxmodel
-        from wxdask import plots
-
-        if model_hash:
-            found = wxmodel.model_hash(model_dir)
-            if found != model_hash:
-                raise ExploreRequestError(f"model at {model_dir!r} has hash {found}, but the embeddings were made "
-                                          f"by {model_hash}: decoded views are off", status=409)
-        return plots.load_decoder(model_dir)
-    except ExploreRequestError:
-        raise
+        decoder, info = decoder_for(None, embedding_attrs, store_url)
+        return decoder, info["clip_max"]
+    except WxdaskError as exc:
+        raise ExploreRequestError(f"{exc}: decoded views are off", status=409) from None
     except Exception as exc:
         raise ExploreRequestError(f"cannot load the model at {model_dir!r}: {exc}; decoded views are off",
                                   status=409) from exc
@@ -455,7 +452,7 @@ class Explorer:
                 return ExploreRequestError("this store has no embedding; run `wxdask embed` first", status=409)
             attrs = self.ds["embedding"].attrs
             try:
-                return load_decoder(str(attrs.get("model_dir", "")), attrs.get("model_hash"))
+                return load_decoder(dict(attrs), self.cfg.url)
             except ExploreRequestError as exc:
                 return exc
 
@@ -466,11 +463,11 @@ class Explorer:
         return found
 
     def _decode(self, z: np.ndarray) -> np.ndarray:
-        from wxdask import plots
+        from wxdask.model import decode_dbz
 
         decoder, clip = self._decoder()
         with _RENDER_LOCK:
-            return plots.decode_dbz(np.atleast_2d(z), decoder, clip)
+            return decode_dbz(np.atleast_2d(z), decoder, clip_max=clip)
 
     def _latlon(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         def make() -> tuple:
