@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import sys
 from typing import Any, Callable
 
@@ -122,6 +123,8 @@ def run_stage(stage_run: Callable, cfg: Any, *, write: bool = True) -> Any:
 @click.version_option(package_name="wxdask")
 def main() -> None:
     """wxdask: HRRR radar archives to searchable, clusterable embeddings, on Dask."""
+    # TensorFlow's C++ start-up notes (oneDNN, absl) are not for the user; this process's workers inherit it
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @main.group("config")
