@@ -230,6 +230,10 @@ class IngestConfig:
         Attempts for a transient S3 failure (5xx, timeout, dropped connection).
     backoff : float
         First retry delay in seconds; doubles each attempt.
+    retry : tuple of str
+        Slot statuses to fetch again even when their objects did not change
+        (``absent``, ``corrupt``, ...; ``all`` for every one). ``not_tried``
+        and ``failed`` slots are always fetched.
     """
 
     start: str | None = None
@@ -240,9 +244,16 @@ class IngestConfig:
     anon: bool = True
     retries: int = 5
     backoff: float = 0.5
+    retry: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "leads", parse_leads(self.leads))
+        if self.retry:
+            from wxdask.ingest import parse_retry  # the statuses live with the stage
+
+            object.__setattr__(self, "retry", tuple(sorted(parse_retry(self.retry))))
+        else:
+            object.__setattr__(self, "retry", ())
         if self.start is not None:
             parse_time(self.start, "ingest.start")
         if self.end is not None:
