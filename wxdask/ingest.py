@@ -474,7 +474,7 @@ def decode_refc(data: bytes, grid: Grid | None = None, *, init_time: np.datetime
     """
     import eccodes
 
-    header = read_header(data, max_points=grid.nx * grid.ny if grid is not None else MAX_POINTS)
+    header = read_header(data)
     check_slot(header, init_time, lead, grid)
     try:
         handle = eccodes.codes_new_from_message(data)
@@ -557,7 +557,9 @@ class Source:
         import fsspec
 
         if self.root.startswith("s3://"):
-            opts: dict = {"anon": self.anon, "config_kwargs": {"connect_timeout": 10, "read_timeout": 60}}
+            # botocore retries once; :func:`_retry` does the rest, so a dead endpoint is noticed in seconds
+            opts: dict = {"anon": self.anon, "config_kwargs": {"connect_timeout": 5, "read_timeout": 60,
+                                                                "retries": {"max_attempts": 1}}}
             if self.endpoint_url:
                 opts["client_kwargs"] = {"endpoint_url": self.endpoint_url}
             return fsspec.filesystem("s3", **opts)
@@ -787,6 +789,13 @@ def fetch_refc(source: Source, init_time: np.datetime64, lead: int, grid: Grid |
         raise
     if len(data) < end - entry.start:
         raise SlotFault("corrupt", "truncated", f"got {len(data)} of the {end - entry.start} bytes of REFC from {key}")
+    claimed = int.from_bytes(data[8:16], "big") if len(data) >= 16 and data[:4] == b"GRIB" else 0
+    if claimed > size - entry.start:
+        if claimed > cap:
+            raise SlotFault("oversize", "message size", f"section 0 says the message is {claimed} bytes, more than "
+                                                        f"the {cap} a REFC field on this grid can need")
+        raise SlotFault("corrupt", "truncated", f"section 0 says the message is {claimed} bytes, the object holds "
+                                                f"{size - entry.start} from byte {entry.start}")
     check_message(data, entry)
     return Fetched(data, entry, len(idx) + len(data), trace.identity, entry.start, end)
 
@@ -817,9 +826,12 @@ class SlotResult:
         return self.detail.split(": ", 1)[0] if self.detail else ""
 
 
-def fetch_slot(source: Source, grid: Grid | None, init_time: np.datetime64, lead: int
+def fetch_slot(source: Source, grid: Grid | None, init_time: np.datetime64, lead: int, *, loose: bool = False
                ) -> tuple[SlotResult, np.ndarray | None, Grid | None]:
     """Fetch, check and decode one slot; every failure becomes a :class:`SlotResult`.
+
+    ``loose`` bounds the fetch by the largest plausible grid rather than
+    ``grid`` (the probe, which must tell a source on another grid).
 
     Returns
     -------
@@ -837,7 +849,7 @@ def fetch_slot(source: Source, grid: Grid | None, init_time: np.datetime64, lead
                           start=trace.start, end=trace.end, **kw)
 
     try:
-        got = fetch_refc(source, init_time, lead, grid, trace)
+        got = fetch_refc(source, init_time, lead, None if loose else grid, trace)
         values, found = decode_refc(got.data, grid, init_time=init_time, lead=lead)
     except SourceNotFoundError as exc:
         reason = getattr(exc, "reason", "absent")
@@ -1036,7 +1048,7 @@ class _DeadSource:
             )
 
 
-def _probe_grid(source: Source, slots: list[tuple[np.datetime64, int]], limit: int = 48
+def _probe_grid(source: Source, slots: list[tuple[np.datetime64, int]], limit: int = 48, grid: Grid | None = None
                 ) -> tuple[Grid | None, list[tuple[SlotResult, np.ndarray | None]]]:
     """Fetch slots in order until one decodes, to learn the source's grid.
 
@@ -1044,7 +1056,8 @@ def _probe_grid(source: Source, slots: list[tuple[np.datetime64, int]], limit: i
     (:data:`MAX_POINTS`, :data:`MAX_IDX_BYTES`), so a hostile message is a
     recorded slot, not a crash. Returns the grid (``None`` if none of the first
     ``limit`` slots decodes) and the results of the slots tried, which the
-    caller writes like any other.
+    caller writes like any other. With ``grid`` (the store's), messages are
+    checked against it like in any task.
 
     Raises
     ------
@@ -1054,11 +1067,11 @@ def _probe_grid(source: Source, slots: list[tuple[np.datetime64, int]], limit: i
     tried = []
     dead = _DeadSource(source)
     for t, lead in slots[:limit]:
-        result, values, grid = fetch_slot(source, None, t, lead)
+        result, values, found = fetch_slot(source, grid, t, lead, loose=True)
         dead.see(result)
         tried.append((result, values))
-        if grid is not None:
-            return grid, tried
+        if found is not None:
+            return found, tried
     return None, tried
 
 
@@ -1339,7 +1352,14 @@ def run(cfg: Config, client: Client | None) -> str:
     results: list[SlotResult] = []
     if pending:
         held_grid = _store_grid(store.open_store(cfg.store)) if store.exists(cfg.store) else None
-        grid, probed = _probe_grid(source, pending)
+        grid, probed = _probe_grid(source, pending, grid=held_grid)
+        if held_grid is not None and grid is None:
+            read = [r for r, _ in probed if r.status not in ("absent", "missing_idx", "no_refc", "failed", "empty")]
+            if read and all(r.status == "mismatch" and r.kind == "grid" for r in read):
+                raise StoreLayoutError(
+                    f"store {cfg.store.url!r} holds grid {held_grid.name} {held_grid.shape}, the source does not "
+                    f"({read[0].detail}): a different grid; use another --store"
+                )
         grid = grid or held_grid
         if grid is None:
             raise SourceNotFoundError(

@@ -116,6 +116,7 @@ class FlakyProxy:
         self.failed = 0
         self.requests: list[tuple[str, str, str | None]] = []
         self.bytes_sent = 0
+        self.dead = False
         self._lock = threading.Lock()
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -148,6 +149,10 @@ class FlakyProxy:
                 pass
 
             def _forward(self) -> None:
+                if proxy.dead:  # the endpoint is gone: kept-alive connections die too
+                    self.close_connection = True
+                    self.connection.close()
+                    return
                 with proxy._lock:
                     proxy.requests.append((self.command, self.path, self.headers.get("Range")))
                 length = int(self.headers.get("Content-Length") or 0)
@@ -198,6 +203,14 @@ class FlakyProxy:
 
     def stop(self) -> None:
         """Stop forwarding."""
+        if not self.dead:
+            self._server.shutdown()
+            self._server.server_close()
+        self.dead = True
+
+    def kill(self) -> None:
+        """The endpoint dies: new connections are refused, open ones are closed unanswered."""
+        self.dead = True
         self._server.shutdown()
         self._server.server_close()
 
