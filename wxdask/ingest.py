@@ -47,6 +47,8 @@ __all__ = [
     "fetch_slot",
     "write_slot",
     "ingest_slot",
+    "ingest_group",
+    "group_slots",
     "refc_template",
     "ingest",
     "summarize",
@@ -903,6 +905,25 @@ def ingest_slot(source: Source, store_cfg: StoreConfig, grid: Grid, init_time: n
     return write_slot(store_cfg, index, result, values, clear=clear, shape=grid.shape)
 
 
+def ingest_group(source: Source, store_cfg: StoreConfig, grid: Grid,
+                 items: list[tuple[np.datetime64, int, tuple[int, int], bool]]) -> list[SlotResult]:
+    """Ingest the slots of one shard of the per-slot arrays, in order; runs as one Dask task.
+
+    One task owns a shard, so its writes never race another's. Stops early
+    (the rest left ``not_tried``) when consecutive slots find the source
+    unreachable.
+    """
+    results = []
+    dead = _DeadSource(source)
+    for t, lead, index, clear in items:
+        results.append(ingest_slot(source, store_cfg, grid, t, lead, index, clear))
+        try:
+            dead.see(results[-1])
+        except SourceError:
+            break
+    return results
+
+
 # --------------------------------------------------------------------------
 # Lazy wrapper: the store's layout and the graph of slot tasks
 # --------------------------------------------------------------------------
@@ -928,7 +949,7 @@ def refc_template(times: np.ndarray, leads: tuple[int, ...], grid: Grid, source:
     text = np.dtypes.StringDType()
 
     def slots(dtype: Any, fill: Any = 0) -> Any:
-        return da.full((nt, nl), fill, dtype=dtype, chunks=(1, 1))
+        return da.full((nt, nl), fill, dtype=dtype, chunks=(min(SHARD_TIMES, nt), 1))
 
     ds = xr.Dataset(
         {
@@ -972,13 +993,20 @@ def refc_template(times: np.ndarray, leads: tuple[int, ...], grid: Grid, source:
     return ds
 
 
-#: Zarr encoding of the ingest stage's variables.
+#: Slots along ``time`` in one shard of the small per-slot arrays (a run day of hourly runs), and in one task.
+SHARD_TIMES = 24
+_SLOT_SHARDS = {"chunks": (1, 1), "shards": (SHARD_TIMES, 1)}
+
+#: Zarr encoding of the ingest stage's variables. The small per-slot arrays are sharded
+#: (``SHARD_TIMES`` x 1 slots per object); one task writes every slot of a shard.
 ENCODING = {
     "refc": {"dtype": "int16", "scale_factor": 1 / 16, "_FillValue": np.int16(-32768), "fill_value": -32768},
-    "grib_bytes": {"fill_value": 0},
-    "status": {"fill_value": 0},
-    "grib_start": {"fill_value": 0},
-    "grib_end": {"fill_value": 0},
+    "grib_bytes": {"fill_value": 0, **_SLOT_SHARDS},
+    "status": {"fill_value": 0, **_SLOT_SHARDS},
+    "grib_start": {"fill_value": 0, **_SLOT_SHARDS},
+    "grib_end": {"fill_value": 0, **_SLOT_SHARDS},
+    "reason": dict(_SLOT_SHARDS),
+    "source_identity": dict(_SLOT_SHARDS),
 }
 
 
@@ -1179,45 +1207,64 @@ def _plan(source: Source, wanted: list[tuple[np.datetime64, int]], held: dict, r
     return pending, was_ok
 
 
+def group_slots(todo: list[tuple[np.datetime64, int, tuple[int, int], bool]], shard_times: int = SHARD_TIMES
+                ) -> list[list[tuple[np.datetime64, int, tuple[int, int], bool]]]:
+    """Slots grouped by the shard of the per-slot arrays they fall in (``time_index // shard_times``, lead).
+
+    Examples
+    --------
+    >>> t = np.datetime64("2020-01-01T00", "h")
+    >>> [len(g) for g in group_slots([(t, 0, (i, 0), False) for i in range(30)], 24)]
+    [24, 6]
+    """
+    groups: dict[tuple[int, int], list] = {}
+    for item in todo:
+        ti, li = item[2]
+        groups.setdefault((ti // shard_times, li), []).append(item)
+    return list(groups.values())
+
+
 def _run_slots(client: Client | None, todo: list[tuple[np.datetime64, int, tuple[int, int], bool]], source: Source,
                store_cfg: StoreConfig, grid: Grid, dead: _DeadSource, window: int | None = None) -> list[SlotResult]:
-    """Run slot tasks, at most ``window`` in flight (the whole graph is never built), logging progress.
+    """Run one task per shard of slots, at most ``window`` in flight (the whole graph is never built).
 
-    Stops (cancelling what is queued) when :class:`_DeadSource` says the source is gone.
+    Logs progress; stops (cancelling what is queued) when :class:`_DeadSource`
+    says the source is gone.
     """
     results: list[SlotResult] = []
-    step = max(1, len(todo) // 20)
+    groups = group_slots(todo)
+    step = max(1, len(groups) // 20)
+    done = [0]
 
-    def progress() -> None:
-        if len(results) % step == 0 or len(results) == len(todo):
-            logger.info("ingest: %d/%d slot(s) done", len(results), len(todo))
+    def progress(batch: list[SlotResult]) -> None:
+        for r in batch:
+            results.append(r)
+            dead.see(r)
+        done[0] += 1
+        if done[0] % step == 0 or done[0] == len(groups):
+            logger.info("ingest: %d/%d slot(s) done (%d/%d tasks)", len(results), len(todo), done[0], len(groups))
 
     if client is None:
-        for t, lead, index, clear in todo:
-            results.append(ingest_slot(source, store_cfg, grid, t, lead, index, clear))
-            dead.see(results[-1])
-            progress()
+        for group in groups:
+            progress(ingest_group(source, store_cfg, grid, group))
         return results
     import uuid
 
     from distributed import as_completed
 
-    window = window or max(64, 8 * sum(client.nthreads().values()))
-    queue = iter(todo)
+    window = window or max(16, 4 * sum(client.nthreads().values()))
+    queue = iter(groups)
 
-    def submit(item: tuple) -> Any:
-        t, lead, index, clear = item
+    def submit(group: list) -> Any:
+        t, lead = group[0][0], group[0][1]
         key = f"ingest-{np.datetime_as_string(t, unit='h')}-f{lead:02d}-{uuid.uuid4().hex[:8]}"
-        return client.submit(ingest_slot, source, store_cfg, grid, t, lead, index, clear, key=key, pure=False)
+        return client.submit(ingest_group, source, store_cfg, grid, group, key=key, pure=False)
 
-    submitted = [submit(item) for item, _ in zip(queue, range(window))]
+    submitted = [submit(group) for group, _ in zip(queue, range(window))]
     pool = as_completed(submitted)
     try:
         for future in pool:
-            result = future.result()
-            results.append(result)
-            dead.see(result)
-            progress()
+            progress(future.result())
             item = next(queue, None)
             if item is not None:
                 submitted.append(submit(item))
@@ -1390,9 +1437,12 @@ def run(cfg: Config, client: Client | None) -> str:
         results += _run_slots(client, todo, source, cfg.store, grid, _DeadSource(source))
     store.set_attrs(cfg.store, {"wxdask_config": cfg.to_dict(), "wxdask_version": _version()})
     store.consolidate(cfg.store)
-    done = len(wanted) - len(pending)
+    pending_set = set(pending)
+    kept = [held[slot].status for slot in wanted if slot not in pending_set]
+    n_ok = kept.count("ok")
+    other = f", {len(kept) - n_ok} kept as recorded (objects unchanged; --retry STATUS refetches)" if len(kept) > n_ok else ""
     summary = summarize(results) if results else "nothing to fetch"
-    return f"{summary}\n{done} slot(s) were kept from the store; store: {cfg.store.url}"
+    return f"{summary}\n{n_ok} slot(s) were already ok{other}; store: {cfg.store.url}"
 
 
 def _version() -> str:
