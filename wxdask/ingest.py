@@ -909,18 +909,50 @@ def ingest_group(source: Source, store_cfg: StoreConfig, grid: Grid,
                  items: list[tuple[np.datetime64, int, tuple[int, int], bool]]) -> list[SlotResult]:
     """Ingest the slots of one shard of the per-slot arrays, in order; runs as one Dask task.
 
-    One task owns a shard, so its writes never race another's. Stops early
+    One task owns a shard, so its writes never race another's. Images are
+    written as they come; the small per-slot arrays every :data:`FLUSH_SLOTS`
+    slots (status last), so a task killed half-way leaves its unflushed slots
+    to the next run. Stops early
     (the rest left ``not_tried``) when consecutive slots find the source
     unreachable.
     """
-    results = []
+    results: list[SlotResult] = []
+    flushed = 0
     dead = _DeadSource(source)
+
+    def flush() -> None:
+        # the small per-slot values, one write per array, status last (the commit mark)
+        nonlocal flushed
+        done, batch = items[flushed:len(results)], results[flushed:]
+        if not done:
+            return
+        points = (np.array([it[2][0] for it in done], dtype=np.intp), np.array([it[2][1] for it in done], dtype=np.intp))
+        store.write_points(store_cfg, {
+            "grib_bytes": np.array([r.message_bytes for r in batch], dtype=np.int32),
+            "source_identity": np.array([r.identity for r in batch], dtype=np.dtypes.StringDType()),
+            "grib_start": np.array([r.start for r in batch], dtype=np.int64),
+            "grib_end": np.array([r.end for r in batch], dtype=np.int64),
+            "reason": np.array([r.detail for r in batch], dtype=np.dtypes.StringDType()),
+            "status": np.array([STATUS[r.status] for r in batch], dtype=np.int8),
+        }, points)
+        flushed = len(results)
+
     for t, lead, index, clear in items:
-        results.append(ingest_slot(source, store_cfg, grid, t, lead, index, clear))
+        result, values, _ = fetch_slot(source, grid, t, lead)
+        if result.status == "ok":
+            store.write_region(store_cfg, {"refc": values}, index)
+        else:
+            logger.warning("%s lead %d: %s (%s)", result.time, result.lead, result.status, result.detail)
+            if clear:
+                store.write_region(store_cfg, {"refc": np.full(grid.shape, _REFC_FILL, dtype=np.int16)}, index)
+        results.append(result)
+        if len(results) - flushed >= FLUSH_SLOTS:
+            flush()
         try:
-            dead.see(results[-1])
+            dead.see(result)
         except SourceError:
             break
+    flush()
     return results
 
 
@@ -996,6 +1028,8 @@ def refc_template(times: np.ndarray, leads: tuple[int, ...], grid: Grid, source:
 #: Slots along ``time`` in one shard of the small per-slot arrays (a run day of hourly runs), and in one task.
 SHARD_TIMES = 24
 _SLOT_SHARDS = {"chunks": (1, 1), "shards": (SHARD_TIMES, 1)}
+#: Slots a task ingests between two writes of the small per-slot arrays.
+FLUSH_SLOTS = 6
 
 #: Zarr encoding of the ingest stage's variables. The small per-slot arrays are sharded
 #: (``SHARD_TIMES`` x 1 slots per object); one task writes every slot of a shard.
