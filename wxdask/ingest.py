@@ -866,6 +866,12 @@ def fetch_slot(source: Source, grid: Grid | None, init_time: np.datetime64, lead
     return result("ok", "", nbytes=got.nbytes, message_bytes=len(got.data)), values, found
 
 
+def _log_slot(result: SlotResult) -> None:
+    """A warning for a slot that is not ok; absent files (common in the early archive) only at INFO."""
+    level = logging.INFO if result.status == "absent" else logging.WARNING
+    logger.log(level, "%s lead %d: %s (%s)", result.time, result.lead, result.status, result.detail)
+
+
 #: Fill value of ``refc`` on disk (int16), what a slot is cleared to.
 _REFC_FILL = np.int16(-32768)
 
@@ -887,7 +893,7 @@ def write_slot(store_cfg: StoreConfig, index: tuple[int, int], result: SlotResul
     if result.status == "ok":
         record = {"refc": values, **record}
     else:
-        logger.warning("%s lead %d: %s (%s)", result.time, result.lead, result.status, result.detail)
+        _log_slot(result)
         if clear and shape is not None:
             record = {"refc": np.full(shape, _REFC_FILL, dtype=np.int16), **record}
     store.write_region(store_cfg, {**record, "status": np.int8(STATUS[result.status])}, index)
@@ -942,7 +948,7 @@ def ingest_group(source: Source, store_cfg: StoreConfig, grid: Grid,
         if result.status == "ok":
             store.write_region(store_cfg, {"refc": values}, index)
         else:
-            logger.warning("%s lead %d: %s (%s)", result.time, result.lead, result.status, result.detail)
+            _log_slot(result)
             if clear:
                 store.write_region(store_cfg, {"refc": np.full(grid.shape, _REFC_FILL, dtype=np.int16)}, index)
         results.append(result)
@@ -1027,7 +1033,8 @@ def refc_template(times: np.ndarray, leads: tuple[int, ...], grid: Grid, source:
 
 #: Slots along ``time`` in one shard of the small per-slot arrays (a run day of hourly runs), and in one task.
 SHARD_TIMES = 24
-_SLOT_SHARDS = {"chunks": (1, 1), "shards": (SHARD_TIMES, 1)}
+# inner chunks of a quarter shard: (1, 1) inner chunks made reading the arrays back ~15x slower
+_SLOT_SHARDS = {"chunks": (SHARD_TIMES // 4, 1), "shards": (SHARD_TIMES, 1)}
 #: Slots a task ingests between two writes of the small per-slot arrays.
 FLUSH_SLOTS = 6
 
@@ -1150,8 +1157,9 @@ def _held_slots(store_cfg: StoreConfig) -> dict[tuple[np.datetime64, int], _Held
     ds = store.open_store(store_cfg)
     if "status" not in ds:
         raise StoreLayoutError(f"store {store_cfg.url!r} has no 'status'; it was not made by wxdask ingest")
-    status = ds["status"].values
-    ident = ds["source_identity"].values if "source_identity" in ds else np.full(status.shape, "", dtype=object)
+    whole = (slice(None), slice(None))  # read through zarr, a shard at a time (dask would make a task per slot)
+    status = store.read_region(store_cfg, "status", whole)
+    ident = store.read_region(store_cfg, "source_identity", whole) if "source_identity" in ds else np.full(status.shape, "", dtype=object)
     times = ds["time"].values.astype("datetime64[h]")
     leads = ds["lead_time"].values
     return {(times[i], int(leads[j])): _Held(STATUS_NAMES.get(int(status[i, j]), "not_tried"), str(ident[i, j]))
@@ -1375,8 +1383,9 @@ def status_report(store_cfg: StoreConfig, status: str | None = None, fmt: str = 
     ds = store.open_store(store_cfg)
     if "status" not in ds:
         raise StoreLayoutError(f"store {store_cfg.url!r} has no 'status'; it was not made by wxdask ingest")
-    codes = ds["status"].values
-    reasons = ds["reason"].values if "reason" in ds else np.full(codes.shape, "", dtype=object)
+    whole = (slice(None), slice(None))
+    codes = store.read_region(store_cfg, "status", whole)
+    reasons = store.read_region(store_cfg, "reason", whole) if "reason" in ds else np.full(codes.shape, "", dtype=object)
     times = np.datetime_as_string(ds["time"].values, unit="h")
     leads = ds["lead_time"].values
     totals = {name: int(np.count_nonzero(codes == code)) for name, code in STATUS.items()}
