@@ -423,3 +423,26 @@ def test_sidecar_is_never_read_whole(faulty):
     assert os.path.getsize(path) == 2**30
     result, _, _ = ingest.fetch_slot(ingest.Source(str(faulty)), HRRR, t(12), 0)
     assert result.status == "oversize" and "not read" in result.detail
+
+
+def test_concurrent_workers_each_own_whole_shards(tmp_path, process_client):
+    """Three shards of runs x two leads on two worker processes: every slot lands, as in one process."""
+    from wxdask import synth
+
+    start, end = "2019-09-20T00", "2019-09-22T06"  # 54 runs: shards of 24, 24 and 6
+    synth.write_archive(str(tmp_path / "a"), start, end, (0, 1), grid="coarse", seed=5,
+                        missing=[T("2019-09-21T03", "h")], corrupt=[(T("2019-09-20T23", "h"), 1, "truncated")])
+
+    def cfg(name):
+        return Config.from_dict({"store": {"url": str(tmp_path / name)}, "dask": {"progress": False},
+                                 "ingest": {"start": start, "end": end, "leads": [0, 1], "source": str(tmp_path / "a")}})
+
+    ingest.run(cfg("one.zarr"), None)
+    ingest.run(cfg("two.zarr"), process_client)
+    one, two = _load(tmp_path / "one.zarr"), _load(tmp_path / "two.zarr")
+    assert two.status.encoding["shards"] == (ingest.SHARD_TIMES, 1)
+    assert sum(p.is_file() for p in (tmp_path / "two.zarr" / "status" / "c").rglob("*")) == 3 * 2  # one object per shard
+    for ds in (one, two):
+        ds.attrs.pop("wxdask_config")
+    xr.testing.assert_identical(one, two)
+    assert int((two.status == STATUS["ok"]).sum()) == 54 * 2 - 2 - 1
