@@ -19,7 +19,14 @@ from wxdask import ingest
 from wxdask.config import Config
 from wxdask.errors import CorruptMessageError
 from wxdask.grid import HRRR
-from wxdask.ingest import STATUS, SlotFault, check_slot, decode_refc, hrrr_key, read_header
+from wxdask.ingest import (
+    STATUS,
+    SlotFault,
+    check_slot,
+    decode_refc,
+    hrrr_key,
+    read_header,
+)
 from wxdask.s3local import ARCHIVE_BUCKET
 
 eccodes = pytest.importorskip("eccodes")
@@ -357,7 +364,7 @@ def test_rerun_of_unchanged_archive_fetches_nothing_and_a_changed_object_is_refe
     assert int(after.status.sel(time=t(0), lead_time=0)) == STATUS["empty"]
     assert np.isnan(after.refc.sel(time=t(0), lead_time=0)).all()
     np.testing.assert_array_equal(after.refc.sel(time=t(1), lead_time=0).values, cfgrib_values(REAL))
-    rest = dict(time=[t(h) for h in range(2, 6)])
+    rest = {"time": [t(h) for h in range(2, 6)]}
     xr.testing.assert_identical(after.sel(**rest).drop_attrs(), before.sel(**rest).drop_attrs())
     # --retry refetches unchanged slots of the named statuses
     summary = ingest.run(_cfg(path, src, end=6, retry="mismatch"), None)

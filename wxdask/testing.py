@@ -93,7 +93,8 @@ class FlakyProxy:
     ``fail_every=n`` fails every n-th matching request. ``delay`` seconds are
     slept before forwarding each matching request (a slow network).
     ``requests`` logs ``(method, path, Range header)`` of every request and
-    ``bytes_sent`` counts the body bytes returned.
+    ``bytes_sent`` counts the body bytes returned. :meth:`kill` makes the
+    endpoint die mid-run (connections refused, open ones closed unanswered).
 
     Examples
     --------
