@@ -1267,12 +1267,15 @@ def group_slots(todo: list[tuple[np.datetime64, int, tuple[int, int], bool]], sh
 
 
 def _run_slots(client: Client | None, todo: list[tuple[np.datetime64, int, tuple[int, int], bool]], source: Source,
-               store_cfg: StoreConfig, grid: Grid, dead: _DeadSource, window: int | None = None) -> list[SlotResult]:
+               store_cfg: StoreConfig, grid: Grid, dead: _DeadSource, window: int | None = None,
+               bar: bool = False) -> list[SlotResult]:
     """Run one task per shard of slots, at most ``window`` in flight (the whole graph is never built).
 
-    Logs progress; stops (cancelling what is queued) when :class:`_DeadSource`
-    says the source is gone.
+    Logs progress (and draws a bar on stderr when ``bar``); stops (cancelling
+    what is queued) when :class:`_DeadSource` says the source is gone.
     """
+    import sys
+
     results: list[SlotResult] = []
     groups = group_slots(todo)
     step = max(1, len(groups) // 20)
@@ -1283,6 +1286,11 @@ def _run_slots(client: Client | None, todo: list[tuple[np.datetime64, int, tuple
             results.append(r)
             dead.see(r)
         done[0] += 1
+        if bar:  # drawn on stderr, as distributed's bar is, so stdout holds only the result
+            frac = done[0] / len(groups)
+            sys.stderr.write(f"\r[{'#' * int(40 * frac):<40}] | {100 * frac:3.0f}% Completed | "
+                             f"{len(results)}/{len(todo)} slots" + ("\n" if done[0] == len(groups) else ""))
+            sys.stderr.flush()
         if done[0] % step == 0 or done[0] == len(groups):
             logger.info("ingest: %d/%d slot(s) done (%d/%d tasks)", len(results), len(todo), done[0], len(groups))
 
@@ -1477,7 +1485,10 @@ def run(cfg: Config, client: Client | None) -> str:
             results.append(write_slot(cfg.store, index(r.time, r.lead), r, values,
                                       clear=(r.time, r.lead) in was_ok, shape=grid.shape))
         todo = [(t, lead, index(t, lead), (t, lead) in was_ok) for t, lead in pending[len(probed):]]
-        results += _run_slots(client, todo, source, cfg.store, grid, _DeadSource(source))
+        import sys
+
+        bar = client is not None and cfg.dask.progress and sys.stderr.isatty()
+        results += _run_slots(client, todo, source, cfg.store, grid, _DeadSource(source), bar=bar)
     store.set_attrs(cfg.store, {"wxdask_config": cfg.to_dict(), "wxdask_version": _version()})
     store.consolidate(cfg.store)
     pending_set = set(pending)
