@@ -1319,6 +1319,18 @@ def _run_slots(client: Client | None, todo: list[tuple[np.datetime64, int, tuple
             if item is not None:
                 submitted.append(submit(item))
                 pool.add(submitted[-1])
+    except SourceError:
+        # the source is gone: tasks already sent stop within a few slots (they see it too); let them
+        # finish writing, so nothing writes to the store after this returns, then drop the rest
+        from distributed import wait
+
+        try:
+            wait([f for f in submitted if not f.done()], timeout=60)
+        except Exception:  # noqa: BLE001 - a timeout: cancel what is left
+            pass
+        client.cancel([f for f in submitted if not f.done()])
+        pool.clear()
+        raise
     except BaseException:
         client.cancel([f for f in submitted if not f.done()])
         pool.clear()
