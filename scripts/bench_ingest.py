@@ -10,7 +10,7 @@ endpoint (moto) through a counting proxy, and prints, measured in this one run:
 
 Usage::
 
-    python scripts/bench_ingest.py [--hours 24] [--grid hrrr]
+    python scripts/bench_ingest.py [--hours 48] [--grid hrrr]
 """
 
 from __future__ import annotations
@@ -96,7 +96,8 @@ def run_ingest(endpoint: str, store: Path, end: str, n_workers: int, proxy: Flak
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hours", type=int, default=24, help="fields in the archive (one per hour, lead 0)")
+    parser.add_argument("--hours", type=int, default=48,
+                        help="fields in the archive (one per hour, lead 0; one task per 24, so >= 48 for 2 workers)")
     parser.add_argument("--grid", default="hrrr", choices=["hrrr", "coarse"])
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

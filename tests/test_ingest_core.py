@@ -106,3 +106,36 @@ def test_ingest_wrapper_and_template_are_lazy(tmp_path):
         template = refc_template(times, (0, 1), COARSE)
     assert len(tasks) == 6 and template["refc"].chunks is not None
     assert not (tmp_path / "s.zarr").exists()
+
+
+def test_unsatisfiable_range_is_permanent_not_retried():
+    from botocore.exceptions import ClientError
+
+    from wxdask.errors import SourceError
+    from wxdask.ingest import Source, _retry
+
+    calls = []
+
+    def read():
+        calls.append(1)
+        raise ClientError({"Error": {"Code": "InvalidRange", "Message": "The requested range is not satisfiable"},
+                           "ResponseMetadata": {"HTTPStatusCode": 416}}, "GetObject")
+
+    with pytest.raises(SourceError) as info:
+        _retry(Source("s3://b", retries=5, backoff=0.0), "reading 'b/k'", read)
+    assert len(calls) == 1 and info.value.unsatisfiable
+
+
+def test_unreachable_endpoint_gets_two_attempts():
+    from wxdask.errors import SourceError
+    from wxdask.ingest import Source, _retry
+
+    calls = []
+
+    def read():
+        calls.append(1)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    with pytest.raises(SourceError) as info:
+        _retry(Source("s3://b", retries=5, backoff=0.0), "reading 'b/k'", read)
+    assert len(calls) == 2 and info.value.unreachable

@@ -467,6 +467,10 @@ class IngestConfig:
         Attempts for a transient S3 failure (5xx, timeout, dropped connection).
     backoff : float
         First retry delay in seconds; doubles each attempt.
+    retry : tuple of str
+        Slot statuses to fetch again even when their objects did not change
+        (``absent``, ``corrupt``, ...; ``all`` for every one). ``not_tried``
+        and ``failed`` slots are always fetched.
     """
 
     start: str | None = None
@@ -477,6 +481,7 @@ class IngestConfig:
     anon: bool = True
     retries: int = 5
     backoff: float = 0.5
+    retry: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "leads", parse_leads(self.leads))
@@ -487,6 +492,12 @@ class IngestConfig:
         _path("ingest.source", self.source, optional=False)
         _path("ingest.endpoint_url", self.endpoint_url)
         _bool("ingest.anon", self.anon)
+        if self.retry:
+            from wxdask.ingest import parse_retry  # the statuses live with the stage
+
+            object.__setattr__(self, "retry", tuple(sorted(parse_retry(self.retry))))
+        else:
+            object.__setattr__(self, "retry", ())
         if self.start is not None and self.end is not None:
             if parse_time(self.end) <= parse_time(self.start):
                 raise ConfigError(

@@ -31,6 +31,7 @@ __all__ = [
     "open_input",
     "init_output",
     "write_region",
+    "write_points",
     "write_variables",
     "staging",
     "discard",
@@ -385,6 +386,26 @@ def write_region(cfg: StoreConfig, values: dict[str, np.ndarray], index: tuple) 
     group = _group(cfg)
     for name, value in values.items():
         group[name][index] = value
+
+
+def write_points(cfg: StoreConfig, values: dict[str, np.ndarray], index: tuple[np.ndarray, ...]) -> None:
+    """Write raw values of several variables at scattered points (one write per variable), in order.
+
+    Called from workers, like :func:`write_region`; the points must lie in
+    shards (or chunks) that no other writer touches at the same time.
+
+    Parameters
+    ----------
+    cfg : StoreConfig
+        Where the store is.
+    values : dict of str to numpy.ndarray
+        Encoded values per variable, one per point, written in the order given.
+    index : tuple of numpy.ndarray
+        Integer coordinates of the points, one array per dimension.
+    """
+    group = _group(cfg)
+    for name, value in values.items():
+        group[name].vindex[index] = value
 
 
 def read_region(cfg: StoreConfig, name: str, index: tuple) -> np.ndarray:

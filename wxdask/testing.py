@@ -123,7 +123,8 @@ class FlakyProxy:
     ``fail_every=n`` fails every n-th matching request. ``delay`` seconds are
     slept before forwarding each matching request (a slow network).
     ``requests`` logs ``(method, path, Range header)`` of every request and
-    ``bytes_sent`` counts the body bytes returned.
+    ``bytes_sent`` counts the body bytes returned. :meth:`kill` makes the
+    endpoint die mid-run (connections refused, open ones closed unanswered).
 
     Examples
     --------
@@ -146,6 +147,7 @@ class FlakyProxy:
         self.failed = 0
         self.requests: list[tuple[str, str, str | None]] = []
         self.bytes_sent = 0
+        self.dead = False
         self._lock = threading.Lock()
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -178,6 +180,10 @@ class FlakyProxy:
                 pass
 
             def _forward(self) -> None:
+                if proxy.dead:  # the endpoint is gone: kept-alive connections die too
+                    self.close_connection = True
+                    self.connection.close()
+                    return
                 with proxy._lock:
                     proxy.requests.append((self.command, self.path, self.headers.get("Range")))
                 length = int(self.headers.get("Content-Length") or 0)
@@ -207,7 +213,9 @@ class FlakyProxy:
                 for k, v in resp.getheaders():
                     if k.lower() not in ("transfer-encoding", "connection", "content-length"):
                         self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
+                # a HEAD reply has no body but the object's own Content-Length (its size)
+                length = resp.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(data))
+                self.send_header("Content-Length", length)
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
@@ -226,6 +234,14 @@ class FlakyProxy:
 
     def stop(self) -> None:
         """Stop forwarding."""
+        if not self.dead:
+            self._server.shutdown()
+            self._server.server_close()
+        self.dead = True
+
+    def kill(self) -> None:
+        """The endpoint dies: new connections are refused, open ones are closed unanswered."""
+        self.dead = True
         self._server.shutdown()
         self._server.server_close()
 
