@@ -269,7 +269,7 @@ def test_off_grid_and_margin_points_are_one_clear_error(tile_store, client):
         lat, lon = latlon(COARSE)
         tile_search.query_tile(cfg, client, time=t, lat=float(lat[0, 50]), lon=float(lon[0, 50]))
     with pytest.raises(ConfigError, match="is not in store"):
-        tile_search.query_tile(cfg, client, time="2001-01-01T00", lat=35.0, lon=-97.0)
+        tile_search.query_tile(cfg, client, time="2016-01-01T00", lat=35.0, lon=-97.0)
 
 
 def test_cli_tile_search_and_single_query(tile_store, client):
@@ -343,7 +343,9 @@ def test_device_task_function_equals_numpy():
     for window in (0, 3):
         a = search._knn_task(x[qi], qi, prep, k=6, window=window, chunk_size=128)
         b = search._knn_task(x[qi], qi, prep, k=6, window=window, chunk_size=128, device=True)
-        np.testing.assert_array_equal(a, b)
+        for field in a.dtype.names:  # field by field: NaN distances compare equal there
+            np.testing.assert_array_equal(a[field], b[field])
+        assert (a["index"] >= 0).sum() > 0.5 * a.size
 
 
 @pytest.fixture(scope="module")

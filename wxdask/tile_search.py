@@ -23,6 +23,7 @@ image's tile encoded with the tile model), :func:`format_tile_table`,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -289,7 +290,9 @@ def run(cfg: Config, client: Client | None) -> str:
                                        "calendar": "proleptic_gregorian"}}
     attrs = {"tile_search_k": tcfg.k, "tile_search_mode": _mode(tcfg.anywhere),
              "tile_search_exclude_window": str(tcfg.exclude_window)}
-    store.write_variables(cfg.store, out, encoding=encoding, attrs=attrs)
+    # the write computes on the client that holds the persisted results (not just any default client)
+    with client.as_current() if client is not None else contextlib.nullcontext():
+        store.write_variables(cfg.store, out, encoding=encoding, attrs=attrs)
     store.consolidate(cfg.store)
     counts = summary_counts(cfg, client)
     return (f"{tcfg.k} nearest tiles ({_mode(tcfg.anywhere)}, not within {tcfg.exclude_window}) of "
