@@ -377,3 +377,37 @@ def test_search_tasks_run_on_the_gpu_worker_with_identical_results(tile_store, g
     assert knn_workers == {gpu}
     got = store.open_store(cfg.store)[list(tile_search._NAMES)].load()
     xr.testing.assert_identical(got.drop_attrs(), cpu.drop_attrs())
+
+
+def test_outline_from_the_coords_bounds_equals_the_tiling():
+    c = tile_coords(COARSE, TILING)
+    for on_latlon in (False, True):
+        for ty, tx in ((0, 0), (3, 6), (2, 1)):
+            bounds = (c["tile_x_min"][1][tx], c["tile_x_max"][1][tx], c["tile_y_min"][1][ty], c["tile_y_max"][1][ty])
+            a = tile_search.tile_outline(COARSE, TILING, ty, tx, on_latlon=on_latlon)
+            b = tile_search.tile_outline(COARSE, TILING, ty, tx, on_latlon=on_latlon, bounds=bounds)
+            np.testing.assert_allclose(a, b, atol=1e-9)
+
+
+def test_whole_image_search_runs_on_the_gpu_worker_too(tmp_path, gpu_client, client):
+    pytest.importorskip("keras")
+    from distributed import get_task_stream
+
+    from wxdask.client import gpu_workers
+
+    rng = np.random.default_rng(3)
+    e = np.round(rng.normal(size=(80, 2, 5)) * 4).astype(np.float32) / 4
+    e[7] = np.nan
+    times = T0 + np.arange(80).astype("timedelta64[h]")
+    xr.Dataset({"embedding": (("time", "lead_time", "latent"), e, {"model_hash": "fake"})},
+               coords={"time": times.astype("M8[ns]"), "lead_time": [0, 1]}).chunk({"time": 20}).to_zarr(
+        str(tmp_path / "w.zarr"), zarr_format=3, consolidated=False)
+    cfg = Config.from_dict({"store": {"url": str(tmp_path / "w.zarr")}, "dask": {"progress": False},
+                            "search": {"k": 4, "exclude_window": "3h", "block_size": 40}})
+    names = ["neighbor_time", "neighbor_sqdist", "neighbor_lead"]
+    search.run(cfg, client)
+    cpu = store.open_store(cfg.store)[names].load()
+    with get_task_stream(gpu_client) as ts:
+        search.run(cfg, gpu_client)
+    assert {rec["worker"] for rec in ts.data if "knn-" in str(rec["key"])} == set(gpu_workers(gpu_client))
+    xr.testing.assert_identical(store.open_store(cfg.store)[names].load(), cpu)

@@ -27,6 +27,7 @@ seed's "not within +/- 1 day"; ``0`` drops only the query itself); missing
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -676,7 +677,9 @@ def run(cfg: Config, client: Client | None) -> str:
                 cfg.search.block_size, cfg.search.chunk_size)
     encoding = {"neighbor_time": {"units": "hours since 1970-01-01 00:00:00", "dtype": "int64",
                                   "calendar": "proleptic_gregorian"}}
-    store.write_variables(cfg.store, out, encoding=encoding)
+    # computed by the client that holds the persisted results, not just any default client
+    with client.as_current() if client is not None else contextlib.nullcontext():
+        store.write_variables(cfg.store, out, encoding=encoding)
     store.set_attrs(cfg.store, _search_attrs(cfg.search))
     store.consolidate(cfg.store)
     return (f"{cfg.search.k} nearest neighbours of each of {nslots} slots (not within {cfg.search.exclude_window}) "

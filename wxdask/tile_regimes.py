@@ -25,7 +25,7 @@ import xarray as xr
 from wxdask.config import Config, parse_time
 from wxdask.errors import ConfigError, StoreLayoutError
 from wxdask.kmeans import assign_block, fit, size_order
-from wxdask.tile_search import TILE_DIMS, check_tile_embedding, store_tiling, tile_outline, tile_rows
+from wxdask.tile_search import TILE_DIMS, check_tile_embedding, store_tiling, tile_bounds, tile_outline, tile_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
@@ -201,7 +201,7 @@ def plot_regime_map(cfg: Config, time: str | np.datetime64, path: str, *, lead: 
     lines: list[tuple[Any, Any, str]] = []
     for (ty, tx), lab in np.ndenumerate(labels):
         if lab >= 0:
-            lines.append((*tile_outline(grid, tiling, ty, tx, on_latlon=on_latlon),
+            lines.append((*tile_outline(grid, tiling, ty, tx, on_latlon=on_latlon, bounds=tile_bounds(ds, ty, tx)),
                           REGIME_COLORS[int(lab) % len(REGIME_COLORS)]))
     counts = {int(c): int((labels == c).sum()) for c in np.unique(labels[labels >= 0])}
     legend = ", ".join(f"{c}: {n}" for c, n in counts.items()) or "no tile clustered"

@@ -57,6 +57,7 @@ __all__ = [
     "format_tile_table",
     "plot_tile_query",
     "tile_outline",
+    "tile_bounds",
 ]
 
 logger = logging.getLogger(__name__)
@@ -486,11 +487,13 @@ def format_tile_table(result: TileResult) -> str:
     return "\n".join(lines)
 
 
-def tile_outline(grid: Grid, tiling: Tiling, ty: int, tx: int, *, on_latlon: bool,
-                 n: int = 24) -> tuple[np.ndarray, np.ndarray]:
+def tile_outline(grid: Grid, tiling: Tiling, ty: int, tx: int, *, on_latlon: bool, n: int = 24,
+                 bounds: tuple[float, float, float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The edge of tile ``(ty, tx)``: longitudes and latitudes, or grid columns and rows.
 
-    Pure numpy; from the same bounds as the store's ``tile_*_min/max`` coordinates.
+    Pure numpy. ``bounds`` are the tile's ``(x_min, x_max, y_min, y_max)``
+    projection metres (the store's ``tile_x_min/max``, ``tile_y_min/max``
+    coordinates); without them they come from ``tiling`` (the same values).
 
     Examples
     --------
@@ -502,16 +505,29 @@ def tile_outline(grid: Grid, tiling: Tiling, ty: int, tx: int, *, on_latlon: boo
     """
     from wxdask.grid import projection_xy, xy_to_lonlat
 
-    r, c = tiling.rows(ty), tiling.cols(tx)
+    x, y = projection_xy(grid)
+    if bounds is not None:  # metres of the pixel edges -> fractional columns and rows
+        c0, c1 = ((np.asarray(bounds[:2], dtype=np.float64) - x[0]) / grid.dx).tolist()
+        r0, r1 = ((np.asarray(bounds[2:], dtype=np.float64) - y[0]) / grid.dx).tolist()
+    else:
+        r, c = tiling.rows(ty), tiling.cols(tx)
+        c0, c1, r0, r1 = c.start - 0.5, c.stop - 0.5, r.start - 0.5, r.stop - 0.5
     t = np.linspace(0.0, 1.0, n)
-    c0, c1, r0, r1 = c.start - 0.5, c.stop - 0.5, r.start - 0.5, r.stop - 0.5
     cols = np.concatenate([c0 + (c1 - c0) * t, np.full(n, c1), c1 - (c1 - c0) * t, np.full(n, c0)])
     rows = np.concatenate([np.full(n, r0), r0 + (r1 - r0) * t, np.full(n, r1), r1 - (r1 - r0) * t])
     if not on_latlon:
         return cols, rows
-    x, y = projection_xy(grid)
     lon, lat = xy_to_lonlat(grid, x[0] + cols * grid.dx, y[0] + rows * grid.dx)
     return np.where(lon > 180, lon - 360, lon), lat
+
+
+def tile_bounds(ds: xr.Dataset, ty: int, tx: int) -> tuple[float, float, float, float] | None:
+    """``(x_min, x_max, y_min, y_max)`` of tile ``(ty, tx)`` from the store's coordinates, if it has them."""
+    names = ("tile_x_min", "tile_x_max", "tile_y_min", "tile_y_max")
+    if not all(name in ds.variables for name in names):
+        return None
+    return (float(ds["tile_x_min"].values[tx]), float(ds["tile_x_max"].values[tx]),
+            float(ds["tile_y_min"].values[ty]), float(ds["tile_y_max"].values[ty]))
 
 
 def _slot_image(ds: xr.Dataset, t: Any, lead: int) -> np.ndarray | None:
@@ -542,7 +558,8 @@ def plot_tile_query(cfg: Config, result: TileResult, path: str) -> str:
     lon = ds["longitude"].values if "longitude" in ds.variables else None
     on_latlon = lat is not None and lat.shape == grid.shape
     tiles = [result.tile] + [(int(r["tile_y"]), int(r["tile_x"])) for r in have]
-    outlines = [[(*tile_outline(grid, tiling, ty, tx, on_latlon=on_latlon), "black")] for ty, tx in tiles]
+    outlines = [[(*tile_outline(grid, tiling, ty, tx, on_latlon=on_latlon, bounds=tile_bounds(ds, ty, tx)), "black")]
+                for ty, tx in tiles]
     titles = [f"query {result.label}"]
     for rank, row in enumerate(have, start=1):
         t = np.datetime_as_string(row["time"].astype("M8[h]"), unit="h")
