@@ -287,6 +287,13 @@ def test_cli_tile_search_and_single_query(tile_store, client):
     res = runner.invoke(main, ["search", "--store", cfg.store.url, "--tiles", "--time", "2000-01-01T00",
                                "--lat", "60", "--lon", "10", "--scheduler", addr, "-q"])
     assert res.exit_code == 1 and "off the coarse grid" in res.output
+    t = np.datetime_as_string(times[0], unit="h")
+    res = runner.invoke(main, ["cluster", "--store", cfg.store.url, "--tiles", "-k", "2", "--plot-map", t,
+                               "--scheduler", addr, "-q"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "2 tile regimes" in res.output
+    png = tile_regimes.map_path(cfg, t)
+    assert png in res.output and __import__("os").path.getsize(png) > 1000
 
 
 # ----------------------------------------------------------------------------- regimes

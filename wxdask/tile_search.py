@@ -501,7 +501,7 @@ def tile_outline(grid: Grid, tiling: Tiling, ty: int, tx: int, *, on_latlon: boo
     >>> from wxdask.grid import COARSE
     >>> xs, ys = tile_outline(COARSE, Tiling(COARSE.shape, 8, 8), 0, 0, on_latlon=False)
     >>> float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max())
-    (0.5, 8.5, 0.5, 8.5)
+    (-0.5, 7.5, 0.5, 8.5)
     """
     from wxdask.grid import projection_xy, xy_to_lonlat
 
