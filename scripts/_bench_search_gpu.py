@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -66,7 +65,6 @@ def bare_reference(x, k: int, block: int) -> tuple[str, float]:
         return f"torch {torch.__version__} on {torch.cuda.get_device_name()}", time.perf_counter() - t
     except ImportError:
         import jax
-        import jax.numpy as jnp
 
         xj = jax.device_put(x)
         sq = (xj * xj).sum(1)

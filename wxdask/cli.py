@@ -346,10 +346,10 @@ def cluster_command(store_url: str | None, k: int | None, lead: int | None, engi
         from wxdask import tile_regimes
 
         cfg = load_config(common, store={"url": store_url}, tiles={"n_clusters": k}, kmeans={
-            "max_iter": max_iter, "seed": seed, "model_dir": model_dir, "plot": plot})
+            "max_iter": max_iter, "seed": seed, "model_dir": model_dir})
 
         def regimes(c: Any, client: Any) -> str:
-            text = tile_regimes.run(c, client)
+            text = tile_regimes.run(c, client, plot=plot)
             if plot_map is not None:
                 text += f"\nwrote {tile_regimes.plot_regime_map(c, plot_map, tile_regimes.map_path(c, plot_map), lead=lead)}"
             return text

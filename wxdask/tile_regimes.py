@@ -25,14 +25,21 @@ import xarray as xr
 from wxdask.config import Config, parse_time
 from wxdask.errors import ConfigError, StoreLayoutError
 from wxdask.kmeans import assign_block, fit, size_order
-from wxdask.tile_search import TILE_DIMS, check_tile_embedding, store_tiling, tile_bounds, tile_outline, tile_rows
+from wxdask.tile_search import (
+    TILE_DIMS,
+    check_tile_embedding,
+    store_tiling,
+    tile_bounds,
+    tile_outline,
+    tile_rows,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
 
     from wxdask.model import Predictor
 
-__all__ = ["run", "plot_tile_centroids", "plot_regime_map", "map_path", "REGIME_COLORS"]
+__all__ = ["REGIME_COLORS", "map_path", "plot_regime_map", "plot_tile_centroids", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +56,12 @@ def _sqdist_block(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
     return assign_block(x, centers)[1]
 
 
-def run(cfg: Config, client: Client | None, *, decoder: Predictor | None = None) -> str:
+def run(cfg: Config, client: Client | None, *, decoder: Predictor | None = None, plot: str | None = None) -> str:
     """Cluster every searched tile into ``cfg.tiles.n_clusters`` regimes; write labels, centroids, sizes.
 
     Uses ``cfg.tiles.n_clusters`` and the rest of ``cfg.kmeans`` (``max_iter``,
-    ``tol``, ``seed``, ``oversampling_factor``, ``block_size``, ``plot``:
-    the centroid PNG, default ``<store>-tile-centroids.png``).
+    ``tol``, ``seed``, ``oversampling_factor``, ``block_size``, ``model_dir``).
+    The decoded centroids go to ``plot`` (default ``<store>-tile-centroids.png``).
 
     Returns
     -------
@@ -112,7 +119,7 @@ def run(cfg: Config, client: Client | None, *, decoder: Predictor | None = None)
         out[name].attrs.update(attrs)
     root = {key: value for key, value in attrs.items() if key != "model_hash"}
     store.write_variables(cfg.store, out, attrs=root)
-    png = _plot_path(cfg)
+    png = plot or _plot_path(cfg)
     try:
         plot_tile_centroids(cfg, emb, centers, sizes, png, decoder=decoder)
         store.set_attrs(cfg.store, {"tile_kmeans_centroid_plot": png})
@@ -127,9 +134,6 @@ def run(cfg: Config, client: Client | None, *, decoder: Predictor | None = None)
 
 
 def _plot_path(cfg: Config) -> str:
-    if cfg.kmeans.plot:
-        p = Path(cfg.kmeans.plot)
-        return str(p.with_name(p.stem + "-tiles" + (p.suffix or ".png")))
     url = cfg.store.url.rstrip("/")
     if "://" in url:
         return Path(url.rsplit("/", 1)[-1]).stem + "-tile-centroids.png"

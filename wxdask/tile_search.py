@@ -48,16 +48,16 @@ __all__ = [
     "TILE_NEIGHBOR_DTYPE",
     "TileResult",
     "check_tile_embedding",
-    "tile_rows",
-    "store_tiling",
-    "tile_neighbours",
-    "run",
-    "summary_counts",
-    "query_tile",
     "format_tile_table",
     "plot_tile_query",
-    "tile_outline",
+    "query_tile",
+    "run",
+    "store_tiling",
+    "summary_counts",
     "tile_bounds",
+    "tile_neighbours",
+    "tile_outline",
+    "tile_rows",
 ]
 
 logger = logging.getLogger(__name__)
@@ -226,8 +226,8 @@ def tile_neighbours(emb: xr.DataArray, k: int, *, exclude_window: Any = "24h", a
                          "tile_x": da.where(have, np.int32(tx), np.int32(-1)).astype(np.int32)}
                 for name, a in parts.items():
                     cols[name].append(a.reshape(nt, nl, k))
-            for name in per_tile:
-                per_tile[name].append(da.stack(cols[name], axis=2))
+            for name, stacked in per_tile.items():
+                stacked.append(da.stack(cols[name], axis=2))
         fields = {name: da.stack(rows_, axis=2).rechunk({2: -1, 3: -1}) for name, rows_ in per_tile.items()}
     dims = TILE_DIMS + ("tile_rank",)
     coords = {"time": emb["time"], "lead_time": emb["lead_time"], "tile_y": emb["tile_y"] if "tile_y" in emb.coords
@@ -402,7 +402,7 @@ def query_tile(
     if tcfg.anywhere:
         base, times, leads = tile_rows(emb, cfg.search.block_size)
     else:
-        base = emb.data[:, :, ty, tx, :].reshape(nt * nl, d)
+        base = emb.data[:, :, ty, tx, :].rechunk({1: -1, 2: -1}).reshape(nt * nl, d)
         times = np.repeat(emb["time"].values, nl)
         leads = np.tile(emb["lead_time"].values.astype(np.int64), nt)
     img = None
