@@ -148,7 +148,7 @@ def image_panel(
             if not on_grid:  # drawn in thinned grid cells
                 step = max(1, int(np.ceil(max(shapes[0]) / MAX_DRAW))) if shapes else 1
                 xs, ys = (np.asarray(xs) + 0.5) / step - 0.5, (np.asarray(ys) + 0.5) / step - 0.5
-            ax.plot(xs, ys, color=colour, linewidth=1.0)
+            ax.plot(xs, ys, color=colour, linewidth=1.5)
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     if on_grid:

@@ -205,7 +205,8 @@ def plot_regime_map(cfg: Config, time: str | np.datetime64, path: str, *, lead: 
     lines: list[tuple[Any, Any, str]] = []
     for (ty, tx), lab in np.ndenumerate(labels):
         if lab >= 0:
-            lines.append((*tile_outline(grid, tiling, ty, tx, on_latlon=on_latlon, bounds=tile_bounds(ds, ty, tx)),
+            lines.append((*tile_outline(grid, tiling, ty, tx, on_latlon=on_latlon, bounds=tile_bounds(ds, ty, tx),
+                                       inset=0.05),
                           REGIME_COLORS[int(lab) % len(REGIME_COLORS)]))
     counts = {int(c): int((labels == c).sum()) for c in np.unique(labels[labels >= 0])}
     legend = ", ".join(f"{c}: {n}" for c, n in counts.items()) or "no tile clustered"

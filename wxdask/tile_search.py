@@ -488,12 +488,15 @@ def format_tile_table(result: TileResult) -> str:
 
 
 def tile_outline(grid: Grid, tiling: Tiling, ty: int, tx: int, *, on_latlon: bool, n: int = 24,
-                 bounds: tuple[float, float, float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 bounds: tuple[float, float, float, float] | None = None,
+                 inset: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """The edge of tile ``(ty, tx)``: longitudes and latitudes, or grid columns and rows.
 
     Pure numpy. ``bounds`` are the tile's ``(x_min, x_max, y_min, y_max)``
     projection metres (the store's ``tile_x_min/max``, ``tile_y_min/max``
     coordinates); without them they come from ``tiling`` (the same values).
+    ``inset`` draws the edge that share of the side inside the tile (so the
+    outlines of neighbouring tiles stay apart).
 
     Examples
     --------
@@ -512,6 +515,9 @@ def tile_outline(grid: Grid, tiling: Tiling, ty: int, tx: int, *, on_latlon: boo
     else:
         r, c = tiling.rows(ty), tiling.cols(tx)
         c0, c1, r0, r1 = c.start - 0.5, c.stop - 0.5, r.start - 0.5, r.stop - 0.5
+    if inset:
+        dc, dr = inset * (c1 - c0), inset * (r1 - r0)
+        c0, c1, r0, r1 = c0 + dc, c1 - dc, r0 + dr, r1 - dr
     t = np.linspace(0.0, 1.0, n)
     cols = np.concatenate([c0 + (c1 - c0) * t, np.full(n, c1), c1 - (c1 - c0) * t, np.full(n, c0)])
     rows = np.concatenate([np.full(n, r0), r0 + (r1 - r0) * t, np.full(n, r1), r1 - (r1 - r0) * t])
