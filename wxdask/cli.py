@@ -296,14 +296,26 @@ def run_all(stages: str | None, common: dict) -> None:
               help="Answer one query: this image (GRIB2 file with REFC, or .npy of dBZ), encoded with the model.")
 @click.option("--model", "model_dir", default=None, type=click.Path(), help="Model for --image and pictures (default: the embedding's).")
 @click.option("--plot", default=None, type=click.Path(dir_okay=False), help="With --time/--image: PNG of the query beside its neighbours.")
+@click.option("--tiles", is_flag=True, help="Search tiles (tile_embedding) instead of whole images.")
+@click.option("--same-place/--anywhere", "same_place", default=None,
+              help="With --tiles: compare tiles of the same place only (default), or every tile with every tile.")
+@click.option("--lat", type=float, default=None, help="With --tiles --time/--image: latitude of the query tile's point.")
+@click.option("--lon", type=float, default=None, help="With --tiles --time/--image: longitude of the query tile's point.")
 @cluster_options
 def search_command(store_url: str | None, k: int | None, exclude_window: str | None, lead: int | None,
                    block_size: int | None, time_: str | None, query_lead: int | None, image: str | None,
-                   model_dir: str | None, plot: str | None, common: dict) -> None:
+                   model_dir: str | None, plot: str | None, tiles: bool, same_place: bool | None,
+                   lat: float | None, lon: float | None, common: dict) -> None:
     """All-pairs nearest neighbours of every slot, or the neighbours of one time or image."""
     from wxdask import query as queries
     from wxdask import search as stage
 
+    if tiles:
+        _search_tiles(common, store_url, k, exclude_window, lead, block_size, time_, query_lead, image, model_dir,
+                      plot, same_place, lat, lon)
+        return
+    if same_place is not None or lat is not None or lon is not None:
+        raise click.UsageError("--same-place/--anywhere/--lat/--lon need --tiles")
     cfg = load_config(common, store={"url": store_url}, search={
         "k": k, "exclude_window": exclude_window, "lead": lead, "block_size": block_size, "model_dir": model_dir})
     if time_ is None and image is None:
@@ -320,6 +332,35 @@ def search_command(store_url: str | None, k: int | None, exclude_window: str | N
         return text
 
     click.echo(run_stage(one, cfg, write=False))
+
+
+def _search_tiles(common: dict, store_url: str | None, k: int | None, exclude_window: str | None, lead: int | None,
+                  block_size: int | None, time_: str | None, query_lead: int | None, image: str | None,
+                  model_dir: str | None, plot: str | None, same_place: bool | None, lat: float | None,
+                  lon: float | None) -> None:
+    """``search --tiles``: every tile, or one tile by --time/--image and --lat/--lon."""
+    from wxdask import tile_search
+
+    cfg = load_config(common, store={"url": store_url}, search={"block_size": block_size, "model_dir": model_dir},
+                      tiles={"k": k, "exclude_window": exclude_window,
+                             "anywhere": None if same_place is None else not same_place})
+    if time_ is None and image is None:
+        if plot or lat is not None or lon is not None or lead is not None:
+            raise click.UsageError("--plot, --lat, --lon and --lead need a single query (--time or --image)")
+        click.echo(run_stage(tile_search.run, cfg))
+        return
+    if lat is None or lon is None:
+        raise click.UsageError("a single tile query needs --lat and --lon (a point of the query tile)")
+
+    def one(c: Any, client: Any) -> str:
+        result = tile_search.query_tile(c, client, time=time_, lead=query_lead if query_lead is not None else lead,
+                                        image=image, lat=lat, lon=lon)
+        text = tile_search.format_tile_table(result)
+        if plot:
+            text += f"\nwrote {tile_search.plot_tile_query(c, result, plot)}"
+        return text
+
+    click.echo(run_stage(one, cfg))
 
 
 @main.command("interpolate")
@@ -351,13 +392,33 @@ def interpolate_command(store_url: str | None, n_decode: int | None, model_dir: 
 @click.option("--seed", type=int, default=None, help="Random state.")
 @click.option("--model", "model_dir", default=None, type=click.Path(), help="Model whose decoder draws the centroids.")
 @click.option("--plot", default=None, type=click.Path(dir_okay=False), help="PNG of the decoded centroids (default: beside the store).")
+@click.option("--tiles", is_flag=True, help="Regimes of tiles (tile_embedding) instead of whole images.")
+@click.option("--plot-map", "plot_map", default=None, metavar="TIME",
+              help="With --tiles: also a PNG map of TIME's image (<store>-tile-regimes-TIME.png), each tile outlined "
+                   "in its regime's colour (--lead: its lead).")
 @cluster_options
 def cluster_command(store_url: str | None, k: int | None, lead: int | None, engine: str | None,
                     max_iter: int | None, seed: int | None, model_dir: str | None, plot: str | None,
-                    common: dict) -> None:
+                    tiles: bool, plot_map: str | None, common: dict) -> None:
     """K-means weather regimes of every embedded slot, with sizes, monthly counts and centroid maps."""
     from wxdask import kmeans as stage
 
+    if tiles:
+        from wxdask import tile_regimes
+
+        cfg = load_config(common, store={"url": store_url}, tiles={"n_clusters": k}, kmeans={
+            "max_iter": max_iter, "seed": seed, "model_dir": model_dir})
+
+        def regimes(c: Any, client: Any) -> str:
+            text = tile_regimes.run(c, client, plot=plot)
+            if plot_map is not None:
+                text += f"\nwrote {tile_regimes.plot_regime_map(c, plot_map, tile_regimes.map_path(c, plot_map), lead=lead)}"
+            return text
+
+        click.echo(run_stage(regimes, cfg))
+        return
+    if plot_map is not None:
+        raise click.UsageError("--plot-map needs --tiles")
     cfg = load_config(common, store={"url": store_url}, kmeans={
         "k": k, "lead": lead, "engine": engine, "max_iter": max_iter, "seed": seed, "model_dir": model_dir,
         "plot": plot})

@@ -70,6 +70,7 @@ def image_panel(
     longitude: np.ndarray | None = None,
     suptitle: str | None = None,
     ncols: int | None = None,
+    outlines: Sequence[Sequence[tuple[np.ndarray, np.ndarray, str]] | None] | None = None,
 ) -> str:
     """Write one PNG of reflectivity maps side by side, with one dBZ colour bar.
 
@@ -88,6 +89,10 @@ def image_panel(
         Title of the figure.
     ncols : int, optional
         Columns (default: up to 4).
+    outlines : sequence, optional
+        Per panel, ``None`` or lines ``(xs, ys, colour)`` drawn over the map, in
+        longitude/latitude when the maps are drawn on them, else in grid cells
+        (column, row); e.g. a tile's edge.
 
     Returns
     -------
@@ -138,6 +143,12 @@ def image_panel(
             ax.set_aspect(stretch)
         else:
             mappable = ax.imshow(_thin(img), origin="lower", cmap=cmap, norm=norm, interpolation="nearest")
+    for ax, lines in zip(axes.ravel(), outlines or []):
+        for xs, ys, colour in lines or []:
+            if not on_grid:  # drawn in thinned grid cells
+                step = max(1, int(np.ceil(max(shapes[0]) / MAX_DRAW))) if shapes else 1
+                xs, ys = (np.asarray(xs) + 0.5) / step - 0.5, (np.asarray(ys) + 0.5) / step - 0.5
+            ax.plot(xs, ys, color=colour, linewidth=1.5)
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     if on_grid:

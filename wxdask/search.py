@@ -27,6 +27,7 @@ seed's "not within +/- 1 day"; ``0`` drops only the query itself); missing
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -50,6 +51,8 @@ __all__ = [
     "nearest_neighbours",
     "window_hours",
     "check_embedding",
+    "gpu_resources",
+    "on_gpu",
     "run",
 ]
 
@@ -63,6 +66,8 @@ _FMAX = np.float32(np.finfo(np.float32).max)
 _SAMPLE = 1024
 #: Queries per GEMM within a task (keeps the distance matrix in cache-friendly pieces).
 _QSUB = 1024
+#: Database rows per device GEMM at least (the device path's chunks are larger than the host's).
+DEVICE_CHUNK = 65536
 #: Key of a missing neighbour (sorts last).
 _MISSING = np.iinfo(np.int64).max
 
@@ -424,12 +429,23 @@ def _as_records(prep: PreparedBase, idx: np.ndarray, sqdist: np.ndarray) -> np.n
 
 
 def _knn_task(q: np.ndarray, q_index: np.ndarray, prep: PreparedBase, *, k: int, window: int, chunk_size: int,
-              q_time: np.ndarray | None = None) -> np.ndarray:
-    """One task: a block of queries against the whole prepared database."""
+              q_time: np.ndarray | None = None, device: bool = False) -> np.ndarray:
+    """One task: a block of queries against the whole prepared database.
+
+    With ``device=True`` the distance blocks and top-k run through
+    :func:`wxdask.knn_device.knn_prepared_device` (the worker's accelerator
+    through ``keras.ops``; the same exact answer), else in numpy.
+    """
     q_index = np.asarray(q_index, dtype=np.int64).reshape(-1)
     if q_time is None and prep.time is not None:
         q_time = np.where(q_index >= 0, prep.time[np.clip(q_index, 0, None)], 0) if prep.n else None
-    idx, d = _knn_prepared(q, prep, k, q_index=q_index, q_time=q_time, window=window, chunk_size=chunk_size)
+    if device:
+        from wxdask.knn_device import knn_prepared_device
+
+        idx, d = knn_prepared_device(q, prep, k, q_index=q_index, q_time=q_time, window=window,
+                                     chunk_size=max(int(chunk_size), DEVICE_CHUNK))
+    else:
+        idx, d = _knn_prepared(q, prep, k, q_index=q_index, q_time=q_time, window=window, chunk_size=chunk_size)
     return _as_records(prep, idx, d)
 
 
@@ -448,6 +464,7 @@ def knn(
     exclude_window: Any = 0,
     block_size: int = 4096,
     chunk_size: int = 4096,
+    device: bool = False,
 ) -> da.Array:
     """Lazy exact k-NN of ``queries`` in ``base``: one task per block of queries.
 
@@ -477,6 +494,10 @@ def knn(
         Queries per task (``queries`` is rechunked to it).
     chunk_size : int
         Database rows per GEMM within a task.
+    device : bool
+        Search tasks use the accelerator path
+        (:func:`wxdask.knn_device.knn_prepared_device`, same results); compute
+        them on GPU workers with ``resources={"GPU": 1}`` and ``optimize_graph=False``.
 
     Returns
     -------
@@ -500,6 +521,8 @@ def knn(
     kwargs = {"k": int(k), "window": window_hours(exclude_window), "chunk_size": int(chunk_size)}
     if query_time is not None:
         kwargs["q_time"] = _hours(query_time)
+    if device:
+        kwargs["device"] = True
     from dask.base import tokenize
 
     return da.blockwise(
@@ -516,7 +539,7 @@ def knn(
     )
 
 
-def nearest_neighbours(emb: xr.DataArray, cfg: SearchConfig) -> xr.Dataset:
+def nearest_neighbours(emb: xr.DataArray, cfg: SearchConfig, *, device: bool = False) -> xr.Dataset:
     """Lazy k nearest other slots of every slot of the embedding.
 
     Parameters
@@ -535,6 +558,8 @@ def nearest_neighbours(emb: xr.DataArray, cfg: SearchConfig) -> xr.Dataset:
         (int32, -1 likewise), each ``(time, lead_time, rank)`` with ``rank``
         1..k and the same ``time``/``lead_time`` as ``emb``; with ``cfg.lead``
         set, only that lead is searched and the other leads are empty.
+    device : bool
+        Search tasks use the accelerator path (see :func:`knn`).
     """
     import dask.array as da
 
@@ -552,7 +577,7 @@ def nearest_neighbours(emb: xr.DataArray, cfg: SearchConfig) -> xr.Dataset:
     flat, times, leads = flatten_slots(sub, cfg.block_size)
     qidx = da.arange(nt * nl, chunks=(flat.chunks[0],), dtype=np.int64)
     rec = knn(flat, flat, cfg.k, base_time=times, base_lead=leads, query_index=qidx,
-              exclude_window=cfg.exclude_window, block_size=tb * nl, chunk_size=cfg.chunk_size)
+              exclude_window=cfg.exclude_window, block_size=tb * nl, chunk_size=cfg.chunk_size, device=device)
     rec = unflatten_slots(rec, (nt, nl))
     coords = {"time": sub["time"], "lead_time": sub["lead_time"], "rank": np.arange(1, cfg.k + 1)}
     dims = ("time", "lead_time", "rank")
@@ -581,6 +606,33 @@ def nearest_neighbours(emb: xr.DataArray, cfg: SearchConfig) -> xr.Dataset:
 def _search_attrs(cfg: SearchConfig) -> dict:
     return {"search_k": cfg.k, "search_exclude_window": str(cfg.exclude_window),
             "search_lead": -1 if cfg.lead is None else cfg.lead, "search_metric": "squared euclidean"}
+
+
+def gpu_resources(client: Client | None) -> dict | None:
+    """``{"GPU": 1}`` when the cluster has GPU workers (search tasks then run there, on the device), else None."""
+    if client is None:
+        return None
+    from wxdask.client import gpu_workers
+
+    return {"GPU": 1} if gpu_workers(client) else None
+
+
+def on_gpu(client: Client | None, ds: xr.Dataset, resources: dict | None) -> xr.Dataset:
+    """``ds`` with its Dask variables persisted on the workers holding ``resources`` (unchanged if None).
+
+    The search graph is persisted unoptimized with the resources (low-level
+    fusion would drop the placement); the store write that follows reads the
+    persisted results.
+    """
+    if client is None or resources is None:
+        return ds
+    names = [n for n in ds.data_vars if hasattr(ds[n].data, "dask")]
+    persisted = client.persist([ds[n].data for n in names], resources=resources, optimize_graph=False)
+    out = ds.copy()
+    for n, arr in zip(names, persisted):
+        out[n] = (ds[n].dims, arr, ds[n].attrs)
+    logger.info("search tasks placed on workers with resources %s (device path)", resources)
+    return out
 
 
 def check_embedding(emb: xr.DataArray) -> None:
@@ -613,7 +665,9 @@ def run(cfg: Config, client: Client | None) -> str:
     from wxdask import store
 
     ds = store.open_input(cfg.store, ["embedding"])
-    out = nearest_neighbours(ds["embedding"], cfg.search)
+    resources = gpu_resources(client)
+    out = nearest_neighbours(ds["embedding"], cfg.search, device=resources is not None)
+    out = on_gpu(client, out, resources)
     model = ds["embedding"].attrs.get("model_hash", ds.attrs.get("model_hash", ""))
     attrs = {**out.attrs, "model_hash": model}
     for name in out.data_vars:
@@ -623,7 +677,8 @@ def run(cfg: Config, client: Client | None) -> str:
                 cfg.search.block_size, cfg.search.chunk_size)
     from wxdask.client import compute
 
-    out = client.persist(out) if client is not None else out.persist()
+    if resources is None:  # (on_gpu persisted them already)
+        out = client.persist(out) if client is not None else out.persist()
     queried = np.isfinite(ds["embedding"]).all(axis=-1)
     if cfg.search.lead is not None:
         queried = queried & (ds["lead_time"] == cfg.search.lead)
@@ -639,7 +694,9 @@ def run(cfg: Config, client: Client | None) -> str:
         raise StoreLayoutError(f"store {cfg.store.url!r} holds no embedded slot to search; run `wxdask embed` first")
     encoding = {"neighbor_time": {"units": "hours since 1970-01-01 00:00:00", "dtype": "int64",
                                   "calendar": "proleptic_gregorian"}}
-    store.write_variables(cfg.store, out, encoding=encoding, attrs=_search_attrs(cfg.search))
+    # computed by the client that holds the persisted results, not just any default client
+    with client.as_current() if client is not None else contextlib.nullcontext():
+        store.write_variables(cfg.store, out, encoding=encoding, attrs=_search_attrs(cfg.search))
     short = (f"; {n_short} slots have fewer than {cfg.search.k} neighbours outside the window"
              if n_short else "")
     none = f"; {n_none} embedded slots have none" if n_none else ""
