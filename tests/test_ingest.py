@@ -325,7 +325,7 @@ def test_rerun_fetches_no_grib_byte_unless_an_object_changed(tmp_path, reference
             assert "2 slot(s) attempted: 2 corrupt" in summary
         finally:
             _put(local_s3, [(archive / k, k) for k in (key, key + ".idx")])
-    ds, ref = _load(path), _load(reference[0])
+    ds, ref = load_store(path), load_store(reference[0])
     np.testing.assert_array_equal(ds.refc.sel(time=changed, lead_time=0).values, _grib_values(other / ARCHIVE_BUCKET, "2019-09-20T03", 0))
     assert not np.array_equal(ds.refc.sel(time=changed, lead_time=0).values, ref.refc.sel(time=changed, lead_time=0).values)
     rest = ds.drop_sel(time=[changed]).drop_vars("source_identity")
@@ -350,7 +350,7 @@ def test_endpoint_dying_mid_ingest_stops_with_one_line_and_a_rerun_resumes(tmp_p
         ingest.run(_cfg(path, proxy.url, retries=2), client)
     message = str(info.value)
     assert "\n" not in message and f"source endpoint {proxy.url} is unreachable" in message and "rerun" in message
-    partial = _load(path)  # the run waited for the tasks it had sent: nothing writes any more
+    partial = load_store(path)  # the run waited for the tasks it had sent: nothing writes any more
     assert int((partial.status == STATUS["ok"]).sum()) >= 5
     assert int((partial.status == STATUS["failed"]).sum()) >= 3
     ingest.run(_cfg(path, endpoint), client)
