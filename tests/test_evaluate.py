@@ -194,3 +194,36 @@ def test_model_for_another_grid_or_missing_is_a_model_error(evaluated, tmp_path)
     with pytest.raises(ModelError, match="for grid"):
         ev.run(cfg.replace(evaluate={"model_dir": str(other)}), None)
     assert json.loads((other / wm.METADATA_FILE).read_text()).get("evaluation") is None
+
+
+def test_analog_scores_match_a_numpy_oracle(evaluated):
+    """The pixel-space analog forecast and persistence, recomputed by brute force from the store."""
+    import xarray as xr
+
+    cfg, text = evaluated
+    a = wm.read_metadata(cfg.train.model_dir)["evaluation"]["analogs"]
+    assert set(a["methods"]) == {"embedding", "pca", "pixel", "random", "persistence"}
+    assert a["window_h"] == 24 and a["horizon"] == 3 and "analog forecasts" in text
+    ds = xr.open_zarr(cfg.store.url, consolidated=False)
+    dbz = np.clip(ds["refc"].values[:, 0], 0, 60.0)
+    hours = ds["time"].values.astype("datetime64[h]").astype(np.int64)
+    ok = ds["status"].values[:, 0] == 1
+    n = hours.size
+    elig = np.array([all(0 <= i + h < n and ok[i + h] and hours[i + h] == hours[i] + h for h in range(4))
+                     for i in range(n)])
+    held = np.isin(ds["time"].values.astype("datetime64[D]"), np.array(["2020-06-01", "2020-06-04"], "M8[D]"))
+    queries = np.flatnonzero(elig & held)
+    assert a["n_queries"] == queries.size > 0
+    scaled = dbz.reshape(n, -1) / 60.0
+    for h in (1, 3):
+        se_pix = se_per = 0.0
+        for q in queries:
+            cands = [c for c in np.flatnonzero(elig) if abs(hours[c] - hours[q]) >= 24]
+            d = [((scaled[c] - scaled[q]) ** 2).sum() for c in cands]
+            best = cands[int(np.argmin(d))]  # ties: the earlier
+            se_pix += ((dbz[best + h] - dbz[q + h]) ** 2).sum()
+            se_per += ((dbz[q] - dbz[q + h]) ** 2).sum()
+        size = queries.size * dbz[0].size
+        assert a["methods"]["pixel"][h - 1]["rmse"] == pytest.approx(np.sqrt(se_pix / size), rel=1e-4)
+        assert a["methods"]["persistence"][h - 1]["rmse"] == pytest.approx(np.sqrt(se_per / size), rel=1e-4)
+    assert json.dumps(wm.read_metadata(cfg.train.model_dir)["evaluation"]["analogs"])

@@ -15,14 +15,19 @@ analog or a query when it and its next ``horizon`` hours all hold an image.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from wxdask.evaluate import THRESHOLDS, score_stats, scores_from_stats
 from wxdask.search import knn_block
 
-__all__ = ["METHODS", "eligible", "nearest_analogs", "random_analogs", "forecast_scores", "score_methods"]
+if TYPE_CHECKING:
+    from wxdask.config import StoreConfig
+    from wxdask.model import Predictor
+
+__all__ = ["METHODS", "eligible", "nearest_analogs", "random_analogs", "forecast_scores", "score_methods",
+           "score_store", "format_scores"]
 
 #: The forecasts compared, in the order reported.
 METHODS = ("embedding", "pca", "pixel", "random", "persistence")
@@ -189,3 +194,100 @@ def score_methods(image: Callable[[int], np.ndarray], times: np.ndarray, queries
                                     random_analogs(times, queries, candidates, window_h, seed), horizon)
     out["persistence"] = forecast_scores(image, times, queries, None, horizon, persistence=True)
     return out
+
+
+# ----------------------------------------------------------------------------- I/O (the store)
+
+#: Pixel-space analogs compare images block-averaged to at most this many points (exact on small grids).
+PIXEL_MAX_POINTS = 16384
+
+
+def _block_mean(x: np.ndarray, f: int) -> np.ndarray:
+    """``(n, ny, nx)`` averaged over ``f x f`` blocks (edges dropped)."""
+    if f == 1:
+        return x.reshape(x.shape[0], -1)
+    n, ny, nx = x.shape
+    x = x[:, : ny // f * f, : nx // f * f]
+    return x.reshape(n, ny // f, f, nx // f, f).mean(axis=(2, 4)).reshape(n, -1)
+
+
+def score_store(store_cfg: "StoreConfig", encoder: "Predictor", scaled: Callable[[np.ndarray], np.ndarray],
+                pca_mean: np.ndarray, pca_components: np.ndarray, heldout_days: list[str], *, clip_max: float,
+                window_h: int, horizon: int = 3, seed: int = 0, batch: int = 64) -> dict:
+    """Analog forecast scores of a store's held-out days, for every method of :data:`METHODS`.
+
+    The first lead (the analyses, lead 0, when the store has them) forms the
+    hourly axis. Every ok image is encoded (``encoder``: stored int16 ->
+    embedding), projected on the PCA components, and block-averaged for the
+    pixel space; queries are the eligible times valid on ``heldout_days``, analogs
+    any eligible time of the archive outside the window.
+
+    Parameters
+    ----------
+    encoder : Predictor
+        Stored int16 images -> embeddings.
+    scaled : callable
+        Stored int16 images -> the model's scaled input (``model.scale_raw``).
+
+    Returns
+    -------
+    dict
+        ``{"lead_time", "window_h", "horizon", "n_queries", "methods": {name: [scores per hour]}}``.
+    """
+    from wxdask import store
+
+    ds = store.open_store(store_cfg, decode=False)
+    li = 0
+    times = ds["time"].values
+    have = store.ok_mask(ds)[:, li]
+    ok_pos = np.flatnonzero(have)
+    ny, nx = ds.sizes["y"], ds.sizes["x"]
+    f = 1
+    while (ny // f) * (nx // f) > PIXEL_MAX_POINTS:
+        f += 1
+    n = times.size
+    vectors = {"embedding": None, "pca": None, "pixel": None}
+    for b0 in range(0, ok_pos.size, batch):
+        pos = ok_pos[b0 : b0 + batch]
+        raw = store.read_slots(store_cfg, pos, np.full(pos.size, li))
+        x = np.asarray(scaled(raw), dtype=np.float32).reshape(pos.size, -1)
+        parts = {
+            "embedding": np.asarray(encoder.predict(raw), dtype=np.float32),
+            "pca": (x - pca_mean) @ pca_components.T,
+            "pixel": _block_mean(x.reshape(pos.size, ny, nx), f).astype(np.float32),
+        }
+        for name, v in parts.items():
+            if vectors[name] is None:
+                vectors[name] = np.full((n, v.shape[1]), np.nan, dtype=np.float32)
+            vectors[name][pos] = v
+    days = times.astype("datetime64[h]") + np.timedelta64(int(ds["lead_time"].values[li]), "h")
+    held = np.isin(days.astype("datetime64[D]").astype(str), list(heldout_days))
+    cand = eligible(times, have, horizon)
+    queries = np.flatnonzero(cand & held)
+    cache: dict[int, np.ndarray] = {}
+
+    def image(p: int) -> np.ndarray:
+        if p not in cache:
+            raw = store.read_slots(store_cfg, np.array([p]), np.array([li]))[0]
+            cache[p] = np.clip(raw.astype(np.float32) * np.float32(0.0625), 0.0, clip_max)
+        return cache[p]
+
+    spaces = {k: v for k, v in vectors.items() if v is not None}
+    methods = score_methods(image, times, queries, cand, spaces, window_h, horizon, seed) if queries.size else {}
+    return {"lead_time": int(ds["lead_time"].values[li]), "window_h": int(window_h), "horizon": int(horizon),
+            "n_queries": int(queries.size), "pixel_block": f, "methods": methods}
+
+
+def format_scores(result: dict) -> str:
+    """A small table: RMSE and CSI 20 of each method at each hour ahead."""
+    methods = result.get("methods") or {}
+    if not methods:
+        return "analog forecasts: no held-out time has its next hours in the store"
+    hours = range(1, result["horizon"] + 1)
+    head = f"{'method':<12}" + "".join(f"{'RMSE +' + str(h) + 'h':>11}{'CSI20 +' + str(h) + 'h':>11}" for h in hours)
+    rows = [head]
+    for name in METHODS:
+        if name in methods:
+            rows.append(f"{name:<12}" + "".join(f"{s['rmse']:>11.3f}{s['csi_20']:>11.3f}" for s in methods[name]))
+    return (f"analog forecasts of {result['n_queries']} held-out times (lead {result['lead_time']}, analogs "
+            f"outside +/-{result['window_h']} h; dBZ):\n" + "\n".join(rows))

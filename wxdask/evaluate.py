@@ -486,6 +486,18 @@ def run(cfg: Config, client: Client | None) -> str:
     png = model_dir / EXAMPLES_PNG
     plot_examples(png, ae["truth"], ae["recon"], pca_ex, titles, clip_max, n_latent)
 
+    # What analogs are worth: analog forecasts of the held-out times, four spaces against persistence.
+    from wxdask import analogs
+    from wxdask.config import parse_duration
+    from wxdask.models import get_encoder
+
+    encoder = get_encoder(wxmodel.ModelDir(str(model_dir)), model_hash, batch_size=ecfg.batch_size)
+    window_h = int(parse_duration(cfg.search.exclude_window, "search.exclude_window").astype(np.int64))
+    analog = analogs.score_store(cfg.store, encoder, lambda raw: wxmodel.scale_raw(raw, clip_max), mean, components,
+                                 split.get("heldout_days", []), clip_max=clip_max, window_h=window_h,
+                                 seed=ecfg.seed, batch=ecfg.batch_size)
+    logger.info("%s", analogs.format_scores(analog))
+
     beats = {k: bool(_better(k, ae_scores[k], pca_scores[k])) for k in ae_scores if k != "echo_fraction"}
     evaluation = {
         "model_hash": model_hash,
@@ -499,6 +511,7 @@ def run(cfg: Config, client: Client | None) -> str:
         "pca": {**pca_scores, "n_components": int(n_components), "n_fit": int(n_fit),
                 "fitted_on": "training days only", "solver": f"dask-ml randomized, iterated_power={ecfg.pca_power_iter}"},
         "autoencoder_better": beats,
+        "analogs": analog,
         "examples_png": str(png),
         "evaluated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -506,7 +519,7 @@ def run(cfg: Config, client: Client | None) -> str:
     meta["evaluation"] = evaluation
     wxmodel.write_metadata(model_dir, meta)
     store.set_attrs(cfg.store, {STORE_ATTR: _json_safe(evaluation)})
-    return _table(evaluation, n_components)
+    return _table(evaluation, n_components) + "\n" + analogs.format_scores(analog)
 
 
 def _better(name: str, ae: float, pca: float) -> bool:
