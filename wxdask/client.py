@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Iterator
+from typing import Iterator
 
 from distributed import Client, LocalCluster, Nanny, performance_report, progress, wait
 from distributed.comm.core import CommClosedError

@@ -42,7 +42,6 @@ from wxdask.errors import ClusterError, ConfigError, ModelError, StoreLayoutErro
 
 if TYPE_CHECKING:  # pragma: no cover
     import dask.array as da
-    import keras
     import xarray as xr
     from distributed import Client
 
