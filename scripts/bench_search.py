@@ -133,14 +133,18 @@ def side_by_side(label: str, m: int, n: int, ours_s: list, faiss_s: list, peak_m
     line = f"  {label}: {m:,} queries x {n:,} rows = {pairs:.3g} pairs | wxdask {pairs / best_o:.3g} pairs/s ({best_o:.2f} s)"
     if faiss_s:
         best_f = min(faiss_s)
-        line += f" | faiss {pairs / best_f:.3g} pairs/s ({best_f:.2f} s) | time ratio wxdask/faiss {best_o / best_f:.2f}"
+        line += (
+            f" | faiss {pairs / best_f:.3g} pairs/s ({best_f:.2f} s) | time ratio wxdask/faiss {best_o / best_f:.2f}"
+        )
     print(line + f" | wxdask cluster memory peak {peak_mb:,.0f} MB")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000, help="database rows of the large run (default 1e6)")
-    ap.add_argument("--queries", type=int, default=100_000, help="queries of the large run (its first rows; default 1e5)")
+    ap.add_argument(
+        "--queries", type=int, default=100_000, help="queries of the large run (its first rows; default 1e5)"
+    )
     ap.add_argument("--all-pairs-n", type=int, default=100_000, help="rows of the all-pairs run (default 1e5; 0: skip)")
     ap.add_argument("--dim", type=int, default=50)
     ap.add_argument("-k", type=int, default=10)

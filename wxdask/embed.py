@@ -259,10 +259,20 @@ def embed(
     tasks = []
     with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
         for t0, t1 in chunk_spans(touch, chunk):
-            tasks.append(dask.delayed(_embed_chunk, pure=False)(
-                store_cfg, out_cfg or store_cfg, t0, todo[t0:t1], ok[t0:t1], source, model_hash, cfg.batch_size, read_size,
-                dask_key_name=f"embed-chunk-{t0}-{run_id}",
-            ))
+            tasks.append(
+                dask.delayed(_embed_chunk, pure=False)(
+                    store_cfg,
+                    out_cfg or store_cfg,
+                    t0,
+                    todo[t0:t1],
+                    ok[t0:t1],
+                    source,
+                    model_hash,
+                    cfg.batch_size,
+                    read_size,
+                    dask_key_name=f"embed-chunk-{t0}-{run_id}",
+                )
+            )
     return tasks
 
 

@@ -496,8 +496,13 @@ def run(cfg: Config, client: Client | None) -> str:
         "units": "dBZ; truth and reconstructions clipped to 0..clip_max; echo = either image > 0 dBZ; "
                  "CSI of value >= threshold",
         "autoencoder": ae_scores,
-        "pca": {**pca_scores, "n_components": int(n_components), "n_fit": int(n_fit),
-                "fitted_on": "training days only", "solver": f"dask-ml randomized, iterated_power={ecfg.pca_power_iter}"},
+        "pca": {
+            **pca_scores,
+            "n_components": int(n_components),
+            "n_fit": int(n_fit),
+            "fitted_on": "training days only",
+            "solver": f"dask-ml randomized, iterated_power={ecfg.pca_power_iter}",
+        },
         "autoencoder_better": beats,
         "examples_png": str(png),
         "evaluated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -500,7 +500,9 @@ def read_metadata(model_dir: str | os.PathLike, filename: str = METADATA_FILE) -
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ModelError(f"no model metadata at {str(path)!r}; train a model with `wxdask train --model {model_dir}`") from None
+        raise ModelError(
+            f"no model metadata at {str(path)!r}; train a model with `wxdask train --model {model_dir}`"
+        ) from None
     try:
         data = json.loads(text)
     except ValueError as exc:

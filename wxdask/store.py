@@ -328,7 +328,9 @@ def _fills(ds: xr.Dataset, fill_values: dict | None) -> dict:
     return fills
 
 
-def _rewrite_sorted(cfg: StoreConfig, existing: xr.Dataset, dim: str, values: np.ndarray, fill_values: dict | None) -> None:
+def _rewrite_sorted(
+    cfg: StoreConfig, existing: xr.Dataset, dim: str, values: np.ndarray, fill_values: dict | None
+) -> None:
     """Rewrite the whole store with ``dim`` reindexed to ``values`` (inserting earlier values)."""
     fs, path = _fs_and_path(cfg)
     tmp_url = cfg.url.rstrip("/") + ".rewrite-tmp"

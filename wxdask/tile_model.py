@@ -274,7 +274,10 @@ def _tile_plan(cfg: Config, plan: Any, tiling: Tiling) -> tuple[Any, TileSet, Ti
     thr = cfg.tiles.echo_threshold
     train_tiles = TileSet.of(cfg.store, plan.train_slots, tiling, thr)
     held_tiles = TileSet.of(cfg.store, plan.heldout_slots, tiling, thr)
-    for side, tiles, slots in (("training", train_tiles, plan.train_slots), ("held-out", held_tiles, plan.heldout_slots)):
+    for side, tiles, slots in (
+        ("training", train_tiles, plan.train_slots),
+        ("held-out", held_tiles, plan.heldout_slots),
+    ):
         if len(tiles) == 0:
             raise StoreLayoutError(
                 f"store {cfg.store.url!r}: no {side} tile of {tiling.size} px has echo fraction >= {thr} "
