@@ -121,7 +121,8 @@ def main() -> int:
     grid_shape = (ds.sizes["y"], ds.sizes["x"])
     stored_mb = sum(f.stat().st_size for f in (work / "big.zarr" / "refc").rglob("*") if f.is_file()) / 1e6
     say(
-        f"warm-up store written; big store holds {stored_mb:.0f} MB of refc ({stored_mb * 1e3 / args.images:.0f} kB/image)"
+        f"warm-up store written; big store holds {stored_mb:.0f} MB of refc "
+        f"({stored_mb * 1e3 / args.images:.0f} kB/image)"
     )
 
     model = save_model(work / "model", grid_shape)

@@ -168,7 +168,8 @@ def main() -> int:
 
     what, secs = bare_reference(x, args.k, args.bare_block)
     say(
-        f"reference: bare GEMM + top-{args.k + 1} ({what}), data on the device: {float(args.n) ** 2 / secs:.3g} pairs/s "
+        f"reference: bare GEMM + top-{args.k + 1} ({what}), data on the device: {float(args.n) ** 2 / secs:.3g} "
+        "pairs/s "
         f"({secs:.2f} s)"
     )
     return 0

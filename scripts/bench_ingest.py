@@ -142,7 +142,8 @@ def main() -> None:
         f"ingest / that: {cpu1 / n / bare_worker:.2f}"
     )
     print(
-        f"fields/s: 1 worker {n / wall1:.2f}, 2 workers {n / wall2:.2f}: speed-up {wall1 / wall2:.2f}x   (target >= 1.8)"
+        f"fields/s: 1 worker {n / wall1:.2f}, 2 workers {n / wall2:.2f}: speed-up {wall1 / wall2:.2f}x   "
+        "(target >= 1.8)"
     )
 
 

@@ -30,7 +30,10 @@ def _rss_mb() -> float:
 
 
 def wxdask_knn(client, xd, k: int, block_size: int, chunk_size: int, queries=None):
-    """All-pairs (or the first ``queries`` rows against all) exact top-k on the cluster; returns (records, seconds, peak MB)."""
+    """All-pairs (or the first ``queries`` rows against all) exact top-k on the cluster.
+
+    Returns (records, seconds, peak MB).
+    """
     import dask.array as da
     from distributed.diagnostics import MemorySampler
 
@@ -92,7 +95,10 @@ def compare(ours: np.ndarray, fd: np.ndarray, fi: np.ndarray, x: np.ndarray, k: 
     for r in bad:
         extra_ours = set(oi[r]) - set(fi[r])
         extra_faiss = set(fi[r]) - set(oi[r])
-        d = lambda j: float(((x64[r] - x64[j]) ** 2).sum())  # noqa: E731
+
+        def d(j, r=r):
+            return float(((x64[r] - x64[j]) ** 2).sum())
+
         kth = max(d(j) for j in oi[r])
         if all(abs(d(j) - kth) <= 1e-5 * kth for j in extra_ours) and all(
                 abs(d(j) - kth) <= 1e-5 * kth for j in extra_faiss):
@@ -130,7 +136,8 @@ def faiss_queries(x: np.ndarray, m: int, k: int, threads: int):
 def side_by_side(label: str, m: int, n: int, ours_s: list, faiss_s: list, peak_mb: float) -> None:
     pairs = float(m) * n
     best_o = min(ours_s)
-    line = f"  {label}: {m:,} queries x {n:,} rows = {pairs:.3g} pairs | wxdask {pairs / best_o:.3g} pairs/s ({best_o:.2f} s)"
+    line = (f"  {label}: {m:,} queries x {n:,} rows = {pairs:.3g} pairs | wxdask {pairs / best_o:.3g} pairs/s "
+            f"({best_o:.2f} s)")
     if faiss_s:
         best_f = min(faiss_s)
         line += (

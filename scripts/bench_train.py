@@ -145,7 +145,8 @@ def bench(store_cfg, *, epochs: int, batch_size: int, rounds: int, holdout_every
 
 def _report(res: dict, label: str) -> None:
     print(
-        f"[{label}] wxdask training path (image cache {res['cache_mb']} MiB, the default): {res['wxdask']:.1f} images/s "
+        f"[{label}] wxdask training path (image cache {res['cache_mb']} MiB, the default): {res['wxdask']:.1f} "
+        "images/s "
         f"({res['wxdask_whole_epoch']:.1f} counting each epoch's held-out loss and checkpoint)"
     )
     print(

@@ -488,7 +488,8 @@ def cluster_command(store_url: str | None, k: int | None, lead: int | None, engi
         def regimes(c: Any, client: Any) -> str:
             text = tile_regimes.run(c, client, plot=plot)
             if plot_map is not None:
-                text += f"\nwrote {tile_regimes.plot_regime_map(c, plot_map, tile_regimes.map_path(c, plot_map), lead=lead)}"
+                wrote = tile_regimes.plot_regime_map(c, plot_map, tile_regimes.map_path(c, plot_map), lead=lead)
+                text += f"\nwrote {wrote}"
             return text
 
         click.echo(run_stage(regimes, cfg))

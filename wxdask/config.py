@@ -437,7 +437,8 @@ class DaskConfig:
         _positive_float("dask.start_timeout", self.start_timeout)
         _positive_int("dask.n_workers", self.n_workers)
         _positive_int("dask.threads_per_worker", self.threads_per_worker)
-        if isinstance(self.gpu_workers, bool) or not isinstance(self.gpu_workers, int) or not 0 <= self.gpu_workers <= self.n_workers:
+        if (isinstance(self.gpu_workers, bool) or not isinstance(self.gpu_workers, int)
+                or not 0 <= self.gpu_workers <= self.n_workers):
             raise ConfigError(
                 f"dask.gpu_workers must be an int in 0..{self.n_workers}, got {self.gpu_workers!r}"
             )

@@ -296,7 +296,8 @@ def run(cfg: Config, client: Client | None, *, source: ModelSource | None = None
         "reconstruction_rmse": {
             "long_name": "RMSE of the image decoded from its embedding against the stored image",
             "units": "dBZ", "model_hash": meta["hash"], "clip_max_dBZ": meta["clip_max"],
-            "comment": f"both clipped to 0..{meta['clip_max']:g} dBZ, as the model sees them; NaN without image or embedding",
+            "comment": f"both clipped to 0..{meta['clip_max']:g} dBZ, as the model sees them; "
+            "NaN without image or embedding",
         },
         "compression_ratio_stored": {
             "long_name": "bytes of the stored (compressed) image over bytes of its float32 embedding",

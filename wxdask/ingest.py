@@ -1058,7 +1058,8 @@ def refc_template(times: np.ndarray, leads: tuple[int, ...], grid: Grid, source:
                     "grid_mapping": "lambert_conformal",
                     "grid": grid.name,
                     "orientation": "row 0 (y index 0) is the southern edge, as HRRR stores it (scanningMode 64)",
-                    "encoding_note": "stored losslessly as int16 sixteenths of a dB (the GRIB message's 1/16 dB steps, -10 floor kept)",
+                    "encoding_note": "stored losslessly as int16 sixteenths of a dB "
+                    "(the GRIB message's 1/16 dB steps, -10 floor kept)",
                     "grib_parameter": "discipline 0, category 16, number 196 (REFC), surface type 10",
                 },
             ),
@@ -1080,14 +1081,16 @@ def refc_template(times: np.ndarray, leads: tuple[int, ...], grid: Grid, source:
                 ("time", "lead_time"),
                 slots(text, ""),
                 {
-                    "long_name": "why a slot is not ok: '<kind>: <what the slot expected and what was found>' ('' when ok)"
+                    "long_name": "why a slot is not ok: "
+                    "'<kind>: <what the slot expected and what was found>' ('' when ok)"
                 },
             ),
             "source_identity": (
                 ("time", "lead_time"),
                 slots(text, ""),
                 {
-                    "long_name": "identity of the slot's GRIB object and .idx when read: 'grib=<etag>/<size>;idx=<etag>/<size>' "
+                    "long_name": "identity of the slot's GRIB object and .idx when read: "
+                    "'grib=<etag>/<size>;idx=<etag>/<size>' "
                     "('-' when absent); a rerun refetches a slot only when this changed"
                 },
             ),

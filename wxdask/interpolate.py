@@ -376,7 +376,8 @@ def summary(cfg: Config) -> str:
     if "interp_median_ratio" not in attrs:
         raise StoreLayoutError(f"store {cfg.store.url!r} has no interpolation summary; run `wxdask interpolate` first")
     lines = [
-        f"median interp_residual / step_sqdist = {attrs['interp_median_ratio']:.4g} over {attrs['interp_n_ratio']} slots "
+        f"median interp_residual / step_sqdist = {attrs['interp_median_ratio']:.4g} over "
+        f"{attrs['interp_n_ratio']} slots "
         f"(median residual {attrs['interp_median_residual']:.4g}, median step {attrs['interp_median_step']:.4g}; "
         "the seed: 0.106 against 0.52 for one triple)"
     ]

@@ -413,7 +413,8 @@ def _embedding_layer(model: Any) -> Any:
     try:
         return model.get_layer(EMBEDDING_LAYER)
     except ValueError:
-        raise ModelError(f"model {model.name!r} has no {EMBEDDING_LAYER!r} layer; it is not a wxdask autoencoder") from None
+        raise ModelError(f"model {model.name!r} has no {EMBEDDING_LAYER!r} layer; it is not a wxdask "
+                         "autoencoder") from None
 
 
 def load_model(model_dir: str | os.PathLike) -> keras.Model:

@@ -308,7 +308,8 @@ def _norm(value: Any) -> Any:
     return value
 
 
-def _reindexed_like(existing: xr.Dataset, template: xr.Dataset, dim: str, new: np.ndarray, fill_values: dict | None) -> xr.Dataset:
+def _reindexed_like(existing: xr.Dataset, template: xr.Dataset, dim: str, new: np.ndarray,
+                    fill_values: dict | None) -> xr.Dataset:
     """Variables of the existing store over the new coordinate values only, lazily filled."""
     base = existing.drop_vars([v for v in existing.variables if dim not in existing[v].dims and v not in existing.dims])
     base = base.isel({dim: slice(0, 0)})

@@ -232,7 +232,8 @@ def _tile_batches_class() -> type:
                      clip_max: float, seed: int, shuffle: bool, cache: Any = None, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.store_cfg, self.tiles, self.tiling, self.cache = store_cfg, tiles, tiling, cache
-            self.batch_size, self.clip_max, self.seed, self.shuffle = int(batch_size), float(clip_max), int(seed), shuffle
+            self.batch_size, self.clip_max = int(batch_size), float(clip_max)
+            self.seed, self.shuffle = int(seed), shuffle
             self.set_epoch(0)
 
         def set_epoch(self, epoch: int) -> None:

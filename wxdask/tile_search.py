@@ -145,7 +145,8 @@ def store_tiling(emb: xr.DataArray) -> tuple[Grid, Tiling]:
         tiling = Tiling(grid_shape=grid.shape, size=int(attrs["tile_size"]),
                         stride=int(attrs.get("tile_stride", attrs["tile_size"])))
     except (KeyError, ConfigError) as exc:
-        raise StoreLayoutError(f"tile_embedding lacks its tiling (grid_name, tile_size, tile_stride attributes): {exc}") from None
+        raise StoreLayoutError("tile_embedding lacks its tiling (grid_name, tile_size, tile_stride "
+                               f"attributes): {exc}") from None
     if tiling.shape != (emb.sizes["tile_y"], emb.sizes["tile_x"]):
         raise StoreLayoutError(f"tile_embedding has {emb.sizes['tile_y']}x{emb.sizes['tile_x']} tiles, but its "
                                f"tiling of the {grid.name} grid gives {tiling.shape[0]}x{tiling.shape[1]}")

@@ -565,7 +565,8 @@ def _save_model(model: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def make_datasets(store_cfg: StoreConfig, plan: TrainPlan, train_cfg: TrainConfig, *, workers: int | None = None) -> tuple[Any, Any]:
+def make_datasets(store_cfg: StoreConfig, plan: TrainPlan, train_cfg: TrainConfig, *,
+                  workers: int | None = None) -> tuple[Any, Any]:
     """The training (shuffled) and held-out (in order) ``PyDataset`` of a plan.
 
     ``workers=None`` picks 1 under the tensorflow backend (tf.data prefetches)
