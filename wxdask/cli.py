@@ -569,7 +569,7 @@ def synth_command(start: str, end: str, leads: str, grid_name: str, seed: int, m
     from wxdask import synth
 
     _setup_logging(-1 if quiet else verbose)
-    storage_options = None
+    storage_options: dict[str, Any] | None = None
     if out.startswith("s3://"):
         storage_options = {"s3_additional_kwargs": {"ACL": "public-read"}}
         if endpoint_url:

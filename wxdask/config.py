@@ -280,6 +280,7 @@ def parse_leads(value: Any) -> tuple[int, ...]:
     >>> parse_leads("0,1, 2")
     (0, 1, 2)
     """
+    items: list[Any]
     if isinstance(value, str):
         items = value.split(",")
     elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):

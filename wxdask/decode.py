@@ -324,7 +324,7 @@ def run(cfg: Config, client: Client | None, *, source: ModelSource | None = None
     if grib is not None:
         store.write_region(cfg.store, {"compression_ratio_grib": grib}, whole)
     rmse = store.read_region(cfg.store, "reconstruction_rmse", whole)
-    summary = {
+    summary: dict[str, dict[str, Any]] = {
         "reconstruction_rmse": {"median_dBZ": _median(rmse), "p90_dBZ": _quantile(rmse, 0.9)},
         "compression_ratio_stored": {"median": _median(stored)},
         "compression_ratio_grib": {"median": _median(grib) if grib is not None else None},

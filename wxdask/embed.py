@@ -26,6 +26,7 @@ import logging
 import os
 import time as _time
 import uuid
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -138,7 +139,7 @@ def chunk_spans(touch: np.ndarray, chunk: int) -> list[tuple[int, int]]:
     """
     touch = np.asarray(touch, dtype=bool)
     n = touch.shape[0]
-    per_time = touch.reshape(n, -1).any(axis=1)
+    per_time = np.asarray(touch.reshape(n, -1).any(axis=1))
     return [(t0, min(t0 + chunk, n)) for t0 in range(0, n, chunk) if per_time[t0 : t0 + chunk].any()]
 
 
@@ -279,7 +280,7 @@ def embed(
 # ----------------------------------------------------------------------------- run
 
 
-def _create_embedding(cfg: Config, ds: xr.Dataset, meta: dict, chunk: int, out_cfg: StoreConfig) -> None:
+def _create_embedding(cfg: Config, ds: xr.Dataset, meta: Mapping[str, Any], chunk: int, out_cfg: StoreConfig) -> None:
     import dask.array as da
     import xarray as xr
 
@@ -295,7 +296,7 @@ def _create_embedding(cfg: Config, ds: xr.Dataset, meta: dict, chunk: int, out_c
     store.init_output(out_cfg, template, encoding)
 
 
-def _embedding_attrs(cfg: Config, meta: dict) -> dict:
+def _embedding_attrs(cfg: Config, meta: Mapping[str, Any]) -> dict:
     return {
         "long_name": "autoencoder embedding of composite reflectivity",
         "model_hash": meta["hash"],
@@ -362,7 +363,7 @@ def run(cfg: Config, client: Client | None, *, source: ModelSource | None = None
                 cfg.store.url, old, meta["hash"], source.path,
             )
             if ds.sizes.get("latent") != meta["n_latent"]:  # everything else on the old latent axis goes too
-                drop = [v for v in ds.data_vars if "latent" in ds[v].dims and v != "embedding"]
+                drop = [str(v) for v in ds.data_vars if "latent" in ds[v].dims and v != "embedding"]
                 logger.warning("embedding size changes from %s to %d: %s will be deleted",
                                ds.sizes.get("latent"), meta["n_latent"], ", ".join(drop) or "nothing else")
             out_cfg = store.staging(cfg.store)

@@ -91,7 +91,7 @@ def hrrr_key(init_time: np.datetime64, lead: int) -> str:
     >>> hrrr_key(np.datetime64("2019-09-20T05"), 1)
     'hrrr.20190920/conus/hrrr.t05z.wrfsfcf01.grib2'
     """
-    t = np.datetime64(init_time, "h").item()
+    t = np.datetime64(init_time, "h").item()  # type: ignore[call-overload]  # numpy stubs lack datetime64(datetime64, unit)
     return f"hrrr.{t:%Y%m%d}/conus/hrrr.t{t:%H}z.wrfsfcf{int(lead):02d}.grib2"
 
 
@@ -189,7 +189,7 @@ def find_refc(entries: list[IdxEntry], init_time: np.datetime64 | None = None, l
         raise SourceNotFoundError("no REFC message in the .idx sidecar")
     entry = matches[0]
     if init_time is not None:
-        want = f"{np.datetime64(init_time, 'h').item():%Y%m%d%H}"
+        want = f"{np.datetime64(init_time, 'h').item():%Y%m%d%H}"  # type: ignore[call-overload]  # numpy stubs lack datetime64(datetime64, unit)
         if entry.date != want:
             raise CorruptMessageError(f".idx says REFC is for d={entry.date}, expected d={want}")
     if lead is not None:
@@ -448,7 +448,7 @@ def check_slot(header: MessageHeader, init_time: np.datetime64 | None = None, le
             f"slot holds REFC (discipline/category/number 0/16/196), message is {'/'.join(map(str, ident))}",
         )
     if init_time is not None:
-        want = np.datetime64(init_time, "m")
+        want = np.datetime64(init_time, "m")  # type: ignore[call-overload]  # numpy stubs lack datetime64(datetime64, unit)
         if header.reference_time != want:
             raise SlotFault(
                 "mismatch",
@@ -631,7 +631,7 @@ _UNREACHABLE = {"EndpointConnectionError", "ConnectTimeoutError", "ConnectionRef
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
-    seen = []
+    seen: list[BaseException] = []
     while exc is not None and exc not in seen and len(seen) < 10:
         seen.append(exc)
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
@@ -717,7 +717,7 @@ def object_identity(info: dict | None) -> str:
         return "-"
     tag = str(info.get("ETag") or "").strip('"')
     if not tag:
-        stamp = info.get("mtime", info.get("LastModified"))
+        stamp: Any = info.get("mtime", info.get("LastModified"))
         tag = stamp.isoformat() if hasattr(stamp, "isoformat") else f"{float(stamp or 0):.6f}"
     return f"{tag}/{int(info.get('size', 0))}"
 
@@ -1136,7 +1136,7 @@ FLUSH_SLOTS = 6
 
 #: Zarr encoding of the ingest stage's variables. The small per-slot arrays are sharded
 #: (``SHARD_TIMES`` x 1 slots per object); one task writes every slot of a shard.
-ENCODING = {
+ENCODING: dict[str, dict[str, Any]] = {
     "refc": {"dtype": "int16", "scale_factor": 1 / 16, "_FillValue": np.int16(-32768), "fill_value": -32768},
     "grib_bytes": {"fill_value": 0, **_SLOT_SHARDS},
     "status": {"fill_value": 0, **_SLOT_SHARDS},
@@ -1335,7 +1335,7 @@ def _plan(source: Source, wanted: list[tuple[np.datetime64, int]], held: dict, r
         else:
             check.append(slot)
     if check:
-        days = sorted({f"{np.datetime64(t, 'h').item():%Y%m%d}" for t, _ in check})
+        days = sorted({f"{np.datetime64(t, 'h').item():%Y%m%d}" for t, _ in check})  # type: ignore[call-overload]  # numpy stubs lack datetime64(datetime64, unit)
         listing = _list_days(source, days)
         for t, lead in check:
             key = hrrr_key(t, lead)

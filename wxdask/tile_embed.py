@@ -26,6 +26,7 @@ import logging
 import os
 import time as _time
 import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -157,7 +158,7 @@ def embed_tiles(write_cfg: StoreConfig, read_cfg: StoreConfig, ok: np.ndarray, t
 # ----------------------------------------------------------------------------- run
 
 
-def _attrs(cfg: Config, source: ModelSource, meta: dict, tiling: Tiling, grid_name: str) -> dict:
+def _attrs(cfg: Config, source: ModelSource, meta: Mapping[str, Any], tiling: Tiling, grid_name: str) -> dict:
     return {
         "long_name": "tile autoencoder embedding of composite reflectivity",
         "model_hash": meta["hash"],
@@ -285,7 +286,7 @@ def run(cfg: Config, client: Client | None, *, source: ModelSource | None = None
             names = [EMBEDDING, ECHO, *COORDS]
             if "latent" not in ds.variables:
                 names.append("latent")
-            stale_users = [v for v in ds.data_vars if v not in names and {"tile_y", "tile_x"} & set(ds[v].dims)]
+            stale_users = [str(v) for v in ds.data_vars if v not in names and {"tile_y", "tile_x"} & set(ds[v].dims)]
             tiling_changed = any(ds.sizes.get(d) not in (None, n) for d, n in zip(("tile_y", "tile_x"), tiling.shape))
             drop = stale_users if tiling_changed else []
             if drop:

@@ -26,7 +26,7 @@ import dataclasses
 import functools
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -74,7 +74,7 @@ def store_grid(ds: xr.Dataset) -> Grid:
     from wxdask.grid import Grid as _Grid
 
     params = ds.attrs.get("wxdask_grid")
-    shape = tuple(int(s) for s in ds["refc"].shape[-2:])
+    shape = cast(tuple[int, int], tuple(int(s) for s in ds["refc"].shape[-2:]))
     try:
         grid = _Grid(**params) if params else get_grid(wxtrain.grid_name(ds["refc"].attrs, shape))
     except (ConfigError, TypeError):
@@ -225,7 +225,9 @@ class TileSet:
 def _tile_batches_class() -> type:
     keras = wxmodel._keras()
 
-    class TileBatches(keras.utils.PyDataset):
+    PyDataset: Any = keras.utils.PyDataset
+
+    class TileBatches(PyDataset):
         """Batches ``(x, x)`` of scaled tiles with echo, shuffled by ``(seed, epoch)`` like :mod:`wxdask.train`'s."""
 
         def __init__(self, store_cfg: StoreConfig, tiles: TileSet, tiling: Tiling, batch_size: int,

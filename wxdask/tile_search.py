@@ -249,8 +249,8 @@ def tile_neighbours(emb: xr.DataArray, k: int, *, exclude_window: Any = "24h", a
     out = out.drop_vars([c for c in out.coords if c not in out.dims])
     attrs = {"k": int(k), "mode": _mode(anywhere), "exclude_window": str(exclude_window),
              "metric": "squared euclidean"}
-    for name in out.data_vars:
-        out[name].attrs.update(attrs)
+    for var_name in out.data_vars:
+        out[var_name].attrs.update(attrs)
     return out
 
 
@@ -537,7 +537,7 @@ def tile_bounds(ds: xr.Dataset, ty: int, tx: int) -> tuple[float, float, float, 
             float(ds["tile_y_min"].values[ty]), float(ds["tile_y_max"].values[ty]))
 
 
-def _slot_image(ds: xr.Dataset, t: Any, lead: int) -> np.ndarray | None:
+def _slot_image(ds: xr.Dataset, t: Any, lead: int | None) -> np.ndarray | None:
     if "refc" not in ds or t is None:
         return None
     img = np.asarray(ds["refc"].sel(time=t, lead_time=lead).values, dtype=np.float32)
