@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from wxdask.errors import ModelError, StoreLayoutError
-from wxdask.model import Predictor
+from wxdask.model import Predictor, scale_raw  # noqa: F401  # scale_raw: used by the doctests
 from wxdask.models import ModelSource, get_encoder
 
 if TYPE_CHECKING:  # pragma: no cover
