@@ -120,7 +120,10 @@ def main() -> int:
     ds = store.open_input(big, ["refc"], decode=False)
     grid_shape = (ds.sizes["y"], ds.sizes["x"])
     stored_mb = sum(f.stat().st_size for f in (work / "big.zarr" / "refc").rglob("*") if f.is_file()) / 1e6
-    say(f"warm-up store written; big store holds {stored_mb:.0f} MB of refc ({stored_mb * 1e3 / args.images:.0f} kB/image)")
+    say(
+        f"warm-up store written; big store holds {stored_mb:.0f} MB of refc "
+        f"({stored_mb * 1e3 / args.images:.0f} kB/image)"
+    )
 
     model = save_model(work / "model", grid_shape)
     say(f"model: {model.count_params():,} parameters at {grid_shape}")

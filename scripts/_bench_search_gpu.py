@@ -167,8 +167,11 @@ def main() -> int:
     say(f"float64 brute force on {len(rows)} random rows: {ok} identical (order included)")
 
     what, secs = bare_reference(x, args.k, args.bare_block)
-    say(f"reference: bare GEMM + top-{args.k + 1} ({what}), data on the device: {float(args.n) ** 2 / secs:.3g} pairs/s "
-        f"({secs:.2f} s)")
+    say(
+        f"reference: bare GEMM + top-{args.k + 1} ({what}), data on the device: {float(args.n) ** 2 / secs:.3g} "
+        "pairs/s "
+        f"({secs:.2f} s)"
+    )
     return 0
 
 

@@ -89,7 +89,7 @@ def main() -> int:
         cfg = KMeansConfig(k=args.k, block_size=args.block_size)
         kmeans.fit(xd[:20_000], cfg, client)  # warm up the workers
         sk_times, our_times, ratios = [], [], []
-        print(f"  interleaved runs (this machine is shared: times vary from run to run)")
+        print("  interleaved runs (this machine is shared: times vary from run to run)")
         for rep in range(args.repeats):
             t_sk, sk, sk_inertia = run_sklearn()
             t_ours, result, labels, inertia = run_wxdask(client, xd, cfg, "lloyd")

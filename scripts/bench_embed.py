@@ -44,7 +44,9 @@ def _mid_grid():
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--days", type=float, default=6.25, help="days of hourly runs in the store (default 6.25: 150 times)")
+    p.add_argument(
+        "--days", type=float, default=6.25, help="days of hourly runs in the store (default 6.25: 150 times)"
+    )
     p.add_argument("--leads", default="0,1", help="lead hours (default 0,1: 300 images with --days 6.25)")
     p.add_argument("--grid", default="mid", choices=["coarse", "mid", "hrrr"],
                    help="coarse 66x112 (48 km), mid 265x450 (12 km, default), hrrr 1059x1799 (3 km)")

@@ -74,15 +74,27 @@ def bare_decode_in_worker(messages: list[bytes]) -> float:
 def run_ingest(endpoint: str, store: Path, end: str, n_workers: int, proxy: FlakyProxy | None = None
                ) -> tuple[float, float, int]:
     """Wall seconds, total worker CPU seconds and bytes through ``proxy`` of one ingest run."""
-    cfg = Config.from_dict({
-        "store": {"url": str(store)},
-        "ingest": {"start": START, "end": end, "leads": [0], "source": f"s3://{ARCHIVE_BUCKET}", "endpoint_url": endpoint},
-        "dask": {"progress": False},
-    })
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            Client(cluster) as client:
+    cfg = Config.from_dict(
+        {
+            "store": {"url": str(store)},
+            "ingest": {
+                "start": START,
+                "end": end,
+                "leads": [0],
+                "source": f"s3://{ARCHIVE_BUCKET}",
+                "endpoint_url": endpoint,
+            },
+            "dask": {"progress": False},
+        }
+    )
+    with (
+        LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
         # warm each worker (imports, first S3 connection, ecCodes tables) on a scratch store
-        warm = cfg.replace(store={"url": str(store) + ".warm"}, ingest={"end": str(np.datetime64(START, "h") + 2 * n_workers)})
+        warm = cfg.replace(
+            store={"url": str(store) + ".warm"}, ingest={"end": str(np.datetime64(START, "h") + 2 * n_workers)}
+        )
         ingest.run(warm, client)
         wire0 = proxy.bytes_sent if proxy else 0
         cpu0 = sum(client.run(_worker_cpu).values())
@@ -121,11 +133,18 @@ def main() -> None:
     n = len(times)
     print(f"grid {args.grid}, {n} fields, mean REFC message {message_bytes / n / 1e3:.1f} kB")
     print(f"bytes fetched per field / message size: {wire / message_bytes:.4f}   (target <= 1.02)")
-    print(f"ingest CPU per field {cpu1 / n * 1e3:.1f} ms / bare eccodes decode {bare * 1e3:.1f} ms: "
-          f"{cpu1 / n / bare:.2f}   (target <= 1.5)")
-    print(f"  the same bare decode as a task on a worker: {bare_worker * 1e3:.1f} ms; "
-          f"ingest / that: {cpu1 / n / bare_worker:.2f}")
-    print(f"fields/s: 1 worker {n / wall1:.2f}, 2 workers {n / wall2:.2f}: speed-up {wall1 / wall2:.2f}x   (target >= 1.8)")
+    print(
+        f"ingest CPU per field {cpu1 / n * 1e3:.1f} ms / bare eccodes decode {bare * 1e3:.1f} ms: "
+        f"{cpu1 / n / bare:.2f}   (target <= 1.5)"
+    )
+    print(
+        f"  the same bare decode as a task on a worker: {bare_worker * 1e3:.1f} ms; "
+        f"ingest / that: {cpu1 / n / bare_worker:.2f}"
+    )
+    print(
+        f"fields/s: 1 worker {n / wall1:.2f}, 2 workers {n / wall2:.2f}: speed-up {wall1 / wall2:.2f}x   "
+        "(target >= 1.8)"
+    )
 
 
 if __name__ == "__main__":

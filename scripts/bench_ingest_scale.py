@@ -77,13 +77,20 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("wxdask").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="wxdask-bench-scale-") as tmp:
-        print("| slots | tasks | in flight (max) | first run ms/slot | rerun ms/slot | client peak RSS MB (first/rerun) | objects in store | status objects |")
+        print(
+            "| slots | tasks | in flight (max) | first run ms/slot | rerun ms/slot | client peak RSS MB "
+            "(first/rerun) | objects in store | status objects |"
+        )
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for n in (int(v) for v in args.slots.split(",")):
             r = bench(n, min(args.present, n), args.workers, tmp)
-            print(f"| {r['slots']} | {r['tasks']} | {r['window']} | {r['first_ms_per_slot']:.2f} | {r['rerun_ms_per_slot']:.2f} "
-                  f"| {r['first_client_peak_mb']:.0f} / {r['rerun_client_peak_mb']:.0f} | {r['objects']} | {r['status_objects']} |",
-                  flush=True)
+            print(
+                f"| {r['slots']} | {r['tasks']} | {r['window']} | {r['first_ms_per_slot']:.2f} | "
+                f"{r['rerun_ms_per_slot']:.2f} "
+                f"| {r['first_client_peak_mb']:.0f} / {r['rerun_client_peak_mb']:.0f} | {r['objects']} | "
+                f"{r['status_objects']} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

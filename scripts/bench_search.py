@@ -30,7 +30,10 @@ def _rss_mb() -> float:
 
 
 def wxdask_knn(client, xd, k: int, block_size: int, chunk_size: int, queries=None):
-    """All-pairs (or the first ``queries`` rows against all) exact top-k on the cluster; returns (records, seconds, peak MB)."""
+    """All-pairs (or the first ``queries`` rows against all) exact top-k on the cluster.
+
+    Returns (records, seconds, peak MB).
+    """
     import dask.array as da
     from distributed.diagnostics import MemorySampler
 
@@ -92,7 +95,10 @@ def compare(ours: np.ndarray, fd: np.ndarray, fi: np.ndarray, x: np.ndarray, k: 
     for r in bad:
         extra_ours = set(oi[r]) - set(fi[r])
         extra_faiss = set(fi[r]) - set(oi[r])
-        d = lambda j: float(((x64[r] - x64[j]) ** 2).sum())  # noqa: E731
+
+        def d(j, r=r):
+            return float(((x64[r] - x64[j]) ** 2).sum())
+
         kth = max(d(j) for j in oi[r])
         if all(abs(d(j) - kth) <= 1e-5 * kth for j in extra_ours) and all(
                 abs(d(j) - kth) <= 1e-5 * kth for j in extra_faiss):
@@ -130,17 +136,22 @@ def faiss_queries(x: np.ndarray, m: int, k: int, threads: int):
 def side_by_side(label: str, m: int, n: int, ours_s: list, faiss_s: list, peak_mb: float) -> None:
     pairs = float(m) * n
     best_o = min(ours_s)
-    line = f"  {label}: {m:,} queries x {n:,} rows = {pairs:.3g} pairs | wxdask {pairs / best_o:.3g} pairs/s ({best_o:.2f} s)"
+    line = (f"  {label}: {m:,} queries x {n:,} rows = {pairs:.3g} pairs | wxdask {pairs / best_o:.3g} pairs/s "
+            f"({best_o:.2f} s)")
     if faiss_s:
         best_f = min(faiss_s)
-        line += f" | faiss {pairs / best_f:.3g} pairs/s ({best_f:.2f} s) | time ratio wxdask/faiss {best_o / best_f:.2f}"
+        line += (
+            f" | faiss {pairs / best_f:.3g} pairs/s ({best_f:.2f} s) | time ratio wxdask/faiss {best_o / best_f:.2f}"
+        )
     print(line + f" | wxdask cluster memory peak {peak_mb:,.0f} MB")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000, help="database rows of the large run (default 1e6)")
-    ap.add_argument("--queries", type=int, default=100_000, help="queries of the large run (its first rows; default 1e5)")
+    ap.add_argument(
+        "--queries", type=int, default=100_000, help="queries of the large run (its first rows; default 1e5)"
+    )
     ap.add_argument("--all-pairs-n", type=int, default=100_000, help="rows of the all-pairs run (default 1e5; 0: skip)")
     ap.add_argument("--dim", type=int, default=50)
     ap.add_argument("-k", type=int, default=10)

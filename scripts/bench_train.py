@@ -144,10 +144,15 @@ def bench(store_cfg, *, epochs: int, batch_size: int, rounds: int, holdout_every
 
 
 def _report(res: dict, label: str) -> None:
-    print(f"[{label}] wxdask training path (image cache {res['cache_mb']} MiB, the default): {res['wxdask']:.1f} images/s "
-          f"({res['wxdask_whole_epoch']:.1f} counting each epoch's held-out loss and checkpoint)")
-    print(f"[{label}] wxdask training path, no cache (every batch from the store): {res['wxdask_nocache']:.1f} images/s "
-          f"({res['wxdask_nocache_whole_epoch']:.1f} with held-out loss and checkpoint)")
+    print(
+        f"[{label}] wxdask training path (image cache {res['cache_mb']} MiB, the default): {res['wxdask']:.1f} "
+        "images/s "
+        f"({res['wxdask_whole_epoch']:.1f} counting each epoch's held-out loss and checkpoint)"
+    )
+    print(
+        f"[{label}] wxdask training path, no cache (every batch from the store): {res['wxdask_nocache']:.1f} images/s "
+        f"({res['wxdask_nocache_whole_epoch']:.1f} with held-out loss and checkpoint)"
+    )
     print(f"[{label}] bare Keras fit, arrays in memory: {res['bare']:.1f} images/s")
     print(f"[{label}] ratio wxdask / bare: {res['wxdask'] / res['bare']:.3f} (target >= 0.9); "
           f"without the cache: {res['wxdask_nocache'] / res['bare']:.3f}", flush=True)
@@ -180,9 +185,18 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="wxdask-bench-train-") as tmp:
         work = Path(tmp)
-        store_cfg = StoreConfig(url=args.store) if args.store else _build_store(work / "store.zarr", args.days, args.grid, (0,))
-        res = bench(store_cfg, epochs=args.epochs, batch_size=args.batch_size, rounds=args.rounds,
-                    holdout_every=args.holdout_every, workdir=work, cache_mb=args.cache_mb)
+        store_cfg = (
+            StoreConfig(url=args.store) if args.store else _build_store(work / "store.zarr", args.days, args.grid, (0,))
+        )
+        res = bench(
+            store_cfg,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            rounds=args.rounds,
+            holdout_every=args.holdout_every,
+            workdir=work,
+            cache_mb=args.cache_mb,
+        )
         import keras
 
         _report(res, args.label or f"{args.grid} grid, {keras.backend.backend()} backend, CPU")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from wxdask import decode, embed, models, store
-from wxdask.model import ModelDir
 from wxdask.config import Config
 from wxdask.errors import ConfigError, ModelError, StoreLayoutError
+from wxdask.model import ModelDir
 from wxdask.testing import TINY_GRID as GRID
 from wxdask.testing import embed_config as make_cfg
 from wxdask.testing import (

@@ -294,8 +294,11 @@ def test_credentials_come_from_a_secret_by_reference():
             if "AWS_SECRET_ACCESS_KEY" not in env:
                 continue
             with_creds.add(where)
-            for var, key in [("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"), ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
-                             ("AWS_SESSION_TOKEN", "AWS_SESSION_TOKEN")]:
+            for var, key in [
+                ("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+                ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+                ("AWS_SESSION_TOKEN", "AWS_SESSION_TOKEN"),
+            ]:
                 assert "value" not in env[var]
                 assert env[var]["valueFrom"]["secretKeyRef"] == {"name": "wxdask-s3", "key": key}
     # the scheduler touches no data, so it gets no credentials

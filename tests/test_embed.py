@@ -72,7 +72,9 @@ def test_embed_wrapper_is_lazy(tiny):
     _, status = read_raw(store_cfg)
     ok = status == 1
     with raise_if_dask_computes():
-        tasks = embed.embed(store_cfg, ok, ok, 2, source, source.metadata()["hash"], make_cfg(store_cfg, source.path).embed)
+        tasks = embed.embed(
+            store_cfg, ok, ok, 2, source, source.metadata()["hash"], make_cfg(store_cfg, source.path).embed
+        )
     assert len(tasks) == 4  # 7 times in chunks of 2
     assert store.open_input(store_cfg, ["refc"]).get("embedding") is None  # nothing was written
 
@@ -268,7 +270,12 @@ def test_store_grown_after_embedding_embeds_only_new_times(tiny):
     ds = store.open_store(store_cfg)
     times = pd.date_range("2022-06-01", periods=10, freq="h").values
     template = xr.Dataset(
-        {"refc": (("time", "lead_time", "y", "x"), da.full((10, 2, *GRID), np.nan, chunks=(1, 1, *GRID), dtype=np.float32))},
+        {
+            "refc": (
+                ("time", "lead_time", "y", "x"),
+                da.full((10, 2, *GRID), np.nan, chunks=(1, 1, *GRID), dtype=np.float32),
+            )
+        },
         coords={"time": times, "lead_time": ds["lead_time"].values, "y": ds["y"].values, "x": ds["x"].values},
     )
     store.init_output(store_cfg, template, {"refc": {"dtype": "int16", "scale_factor": 1 / 16}})

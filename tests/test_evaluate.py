@@ -190,7 +190,8 @@ def test_model_for_another_grid_or_missing_is_a_model_error(evaluated, tmp_path)
     other = tmp_path / "other"
     other.mkdir()
     (other / wm.MODEL_FILE).write_bytes(b"x")
-    wm.write_metadata(other, {"grid": {"name": "hrrr", "shape": [1059, 1799]}, "model": {"clip_max": 60, "n_latent": 50}})
+    wm.write_metadata(other, {"grid": {"name": "hrrr", "shape": [1059, 1799]},
+                              "model": {"clip_max": 60, "n_latent": 50}})
     with pytest.raises(ModelError, match="for grid"):
         ev.run(cfg.replace(evaluate={"model_dir": str(other)}), None)
     assert json.loads((other / wm.METADATA_FILE).read_text()).get("evaluation") is None

@@ -47,7 +47,14 @@ def _eccodes_latlon(message: bytes, shape) -> tuple[np.ndarray, np.ndarray]:
 
 def test_named_grids():
     assert HRRR.shape == (1059, 1799) and HRRR.dx == 3000.0
-    assert (HRRR.lat1, HRRR.lon1, HRRR.lov, HRRR.lad, HRRR.latin1, HRRR.latin2) == (21.138123, 237.280472, 262.5, 38.5, 38.5, 38.5)
+    assert (HRRR.lat1, HRRR.lon1, HRRR.lov, HRRR.lad, HRRR.latin1, HRRR.latin2) == (
+        21.138123,
+        237.280472,
+        262.5,
+        38.5,
+        38.5,
+        38.5,
+    )
     assert HRRR.radius == 6371229.0
     assert COARSE.shape == (66, 112) and COARSE.dx == 48000.0
     assert (COARSE.lat1, COARSE.lon1) == (HRRR.lat1, HRRR.lon1)

@@ -117,7 +117,9 @@ def test_decode_agrees_with_cfgrib_on_the_same_message(archive):
     data = path.read_bytes()
     length = int.from_bytes(data[8:16], "big")
     values, grid = decode_refc(data[:length])
-    with xr.open_dataset(path, engine="cfgrib", backend_kwargs={"indexpath": "", "filter_by_keys": {"shortName": "refc"}}) as g:
+    with xr.open_dataset(
+        path, engine="cfgrib", backend_kwargs={"indexpath": "", "filter_by_keys": {"shortName": "refc"}}
+    ) as g:
         np.testing.assert_array_equal(values / 16.0, g.refc.values)
     assert grid.name == "coarse"
 
@@ -150,7 +152,9 @@ def test_transient_errors_do_not_change_the_result(tmp_path, reference, endpoint
 
 def _fetched(requests):
     """Keys of the ranged GETs (message fetches) in a proxy's request log."""
-    return sorted(path.split("?")[0] for method, path, rng in requests if method == "GET" and rng and ".idx" not in path)
+    return sorted(
+        path.split("?")[0] for method, path, rng in requests if method == "GET" and rng and ".idx" not in path
+    )
 
 
 def test_rerun_fetches_only_what_is_missing(tmp_path, reference, endpoint, client):
@@ -321,15 +325,23 @@ def test_rerun_fetches_no_grib_byte_unless_an_object_changed(tmp_path, reference
             assert _fetched(proxy.requests[n:]) == [f"/{ARCHIVE_BUCKET}/{key}"]
             n = len(proxy.requests)
             summary = ingest.run(_cfg(path, proxy.url, retry="corrupt"), client)
-            assert sorted(_fetched(proxy.requests[n:])) == sorted(f"/{ARCHIVE_BUCKET}/{hrrr_key(t, lead)}" for t, lead, _ in CORRUPT)
+            assert sorted(_fetched(proxy.requests[n:])) == sorted(
+                f"/{ARCHIVE_BUCKET}/{hrrr_key(t, lead)}" for t, lead, _ in CORRUPT
+            )
             assert "2 slot(s) attempted: 2 corrupt" in summary
         finally:
             _put(local_s3, [(archive / k, k) for k in (key, key + ".idx")])
     ds, ref = load_store(path), load_store(reference[0])
-    np.testing.assert_array_equal(ds.refc.sel(time=changed, lead_time=0).values, _grib_values(other / ARCHIVE_BUCKET, "2019-09-20T03", 0))
-    assert not np.array_equal(ds.refc.sel(time=changed, lead_time=0).values, ref.refc.sel(time=changed, lead_time=0).values)
+    np.testing.assert_array_equal(
+        ds.refc.sel(time=changed, lead_time=0).values, _grib_values(other / ARCHIVE_BUCKET, "2019-09-20T03", 0)
+    )
+    assert not np.array_equal(
+        ds.refc.sel(time=changed, lead_time=0).values, ref.refc.sel(time=changed, lead_time=0).values
+    )
     rest = ds.drop_sel(time=[changed]).drop_vars("source_identity")
-    xr.testing.assert_identical(rest.drop_attrs(), ref.drop_sel(time=[changed]).drop_vars("source_identity").drop_attrs())
+    xr.testing.assert_identical(
+        rest.drop_attrs(), ref.drop_sel(time=[changed]).drop_vars("source_identity").drop_attrs()
+    )
 
 
 def test_endpoint_dying_mid_ingest_stops_with_one_line_and_a_rerun_resumes(tmp_path, reference, endpoint, client):

@@ -92,7 +92,9 @@ def patch(msg: bytes, section: int, octet: int, value: int, width: int) -> bytes
 
 
 def cfgrib_values(path: Path) -> np.ndarray:
-    with xr.open_dataset(path, engine="cfgrib", backend_kwargs={"indexpath": "", "filter_by_keys": {"shortName": "refc"}}) as g:
+    with xr.open_dataset(
+        path, engine="cfgrib", backend_kwargs={"indexpath": "", "filter_by_keys": {"shortName": "refc"}}
+    ) as g:
         return g.refc.values
 
 
@@ -116,9 +118,18 @@ def test_header_is_read_as_ecCodes_reads_it(raw):
             "bitsPerValue", "referenceValue", "dataDate", "dataTime", "productDefinitionTemplateNumber")}
     finally:
         eccodes.codes_release(handle)
-    assert (h.discipline, h.category, h.number) == (keys["discipline"], keys["parameterCategory"], keys["parameterNumber"])
+    assert (h.discipline, h.category, h.number) == (
+        keys["discipline"],
+        keys["parameterCategory"],
+        keys["parameterNumber"],
+    )
     assert (h.forecast_time, h.time_unit) == (keys["forecastTime"], keys["indicatorOfUnitOfTimeRange"]) == (15, 0)
-    assert (h.n_points, h.n_values, h.nx, h.ny) == (keys["numberOfDataPoints"], keys["numberOfValues"], keys["Nx"], keys["Ny"])
+    assert (h.n_points, h.n_values, h.nx, h.ny) == (
+        keys["numberOfDataPoints"],
+        keys["numberOfValues"],
+        keys["Nx"],
+        keys["Ny"],
+    )
     assert (h.binary_scale, h.decimal_scale, h.bits, h.reference_value) == (
         keys["binaryScaleFactor"], keys["decimalScaleFactor"], keys["bitsPerValue"], keys["referenceValue"])
     assert h.reference_time == T("2022-10-14T01:00") and (keys["dataDate"], keys["dataTime"]) == (20221014, 100)
@@ -146,7 +157,12 @@ def test_lead_is_converted_from_its_unit(raw, unit, step, lead):
 def test_restamping_keeps_values_and_packing(raw):
     msg = restamp(raw, t(5), 0, 1)
     a, b = read_header(raw), read_header(msg)
-    assert (b.binary_scale, b.decimal_scale, b.bits, b.reference_value) == (a.binary_scale, a.decimal_scale, a.bits, a.reference_value)
+    assert (b.binary_scale, b.decimal_scale, b.bits, b.reference_value) == (
+        a.binary_scale,
+        a.decimal_scale,
+        a.bits,
+        a.reference_value,
+    )
     np.testing.assert_array_equal(decode_refc(msg)[0], decode_refc(raw)[0])
 
 
@@ -237,9 +253,9 @@ def faulty(tmp_path_factory, raw):
     off = values.copy()
     off[off > 0] += 0.01
     _write(root, t(16), 0, (m := repack(restamp(raw, t(16), 0, 1), off, bitsPerValue=16)), _idx(t(16), 0, 0, len(m)))
-    _write(root, t(0), 1, restamp(raw, t(0), 60, 0), _idx(t(0), 1, 0))                        # 60 minutes = f01
-    _write(root, t(1), 1, restamp(raw, t(1), 3600, 13), _idx(t(1), 1, 0))                     # 3600 seconds = f01
-    _write(root, t(2), 1, restamp(raw, t(2), 1, 10), _idx(t(2), 1, 0))                        # 1 x 3 hours: f03, not f01
+    _write(root, t(0), 1, restamp(raw, t(0), 60, 0), _idx(t(0), 1, 0))  # 60 minutes = f01
+    _write(root, t(1), 1, restamp(raw, t(1), 3600, 13), _idx(t(1), 1, 0))  # 3600 seconds = f01
+    _write(root, t(2), 1, restamp(raw, t(2), 1, 10), _idx(t(2), 1, 0))  # 1 x 3 hours: f03, not f01
     return root
 
 
@@ -441,14 +457,21 @@ def test_concurrent_workers_each_own_whole_shards(tmp_path, process_client):
                         missing=[T("2019-09-21T03", "h")], corrupt=[(T("2019-09-20T23", "h"), 1, "truncated")])
 
     def cfg(name):
-        return Config.from_dict({"store": {"url": str(tmp_path / name)}, "dask": {"progress": False},
-                                 "ingest": {"start": start, "end": end, "leads": [0, 1], "source": str(tmp_path / "a")}})
+        return Config.from_dict(
+            {
+                "store": {"url": str(tmp_path / name)},
+                "dask": {"progress": False},
+                "ingest": {"start": start, "end": end, "leads": [0, 1], "source": str(tmp_path / "a")},
+            }
+        )
 
     ingest.run(cfg("one.zarr"), None)
     ingest.run(cfg("two.zarr"), process_client)
     one, two = _load(tmp_path / "one.zarr"), _load(tmp_path / "two.zarr")
     assert two.status.encoding["shards"] == (ingest.SHARD_TIMES, 1)
-    assert sum(p.is_file() for p in (tmp_path / "two.zarr" / "status" / "c").rglob("*")) == 3 * 2  # one object per shard
+    assert (
+        sum(p.is_file() for p in (tmp_path / "two.zarr" / "status" / "c").rglob("*")) == 3 * 2
+    )  # one object per shard
     for ds in (one, two):
         ds.attrs.pop("wxdask_config")
     xr.testing.assert_identical(one, two)

@@ -131,7 +131,10 @@ class LinearDecoder:
 
 
 def make_store(path, e: np.ndarray, times: np.ndarray, leads) -> Config:
-    """``embedding`` on a 4x5 grid (latitude/longitude, no refc), with the real layout (``wxdask.testing.make_store``)."""
+    """``embedding`` on a 4x5 grid (latitude/longitude, no refc).
+
+    With the real layout (``wxdask.testing.make_store``).
+    """
     cfg = make_test_store(path, times, leads, grid=(4, 5), embedding=e, embedding_chunk=50)
     return Config.from_dict({"store": {"url": cfg.url}, "dask": {"progress": False}})
 

@@ -206,7 +206,8 @@ def test_graph_gives_no_task_more_than_a_block():
 
     with Record(), dask.config.set({"scheduler": "sync", "optimization.fuse.active": False}):
         out["neighbor_sqdist"].compute()
-    knn_shapes = [shape for key, shape in sizes.items() if str(key[0] if isinstance(key, tuple) else key).startswith("knn-")]
+    knn_shapes = [shape for key, shape in sizes.items()
+                  if str(key[0] if isinstance(key, tuple) else key).startswith("knn-")]
     assert knn_shapes and all(s[0] <= block and s[1] == 4 for s in knn_shapes)
     big = [key for key, shape in sizes.items() if np.prod(shape) > max(nt * nl * d, block * 4)]
     assert not big  # nothing near N x N anywhere

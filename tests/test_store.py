@@ -106,9 +106,16 @@ def test_read_slots_and_ok_mask(tmp_path):
     refc = np.arange(5 * 2 * 3 * 4, dtype=np.int16).reshape(5, 2, 3, 4)
     status = np.full((5, 2), ingest.STATUS["ok"], dtype=np.int8)
     status[1, 1] = ingest.STATUS["absent"]
-    ds = xr.Dataset({"refc": (("time", "lead_time", "y", "x"), refc),
-                     "status": (("time", "lead_time"), status,
-                                {"flag_values": list(ingest.STATUS.values()), "flag_meanings": " ".join(ingest.STATUS)})})
+    ds = xr.Dataset(
+        {
+            "refc": (("time", "lead_time", "y", "x"), refc),
+            "status": (
+                ("time", "lead_time"),
+                status,
+                {"flag_values": list(ingest.STATUS.values()), "flag_meanings": " ".join(ingest.STATUS)},
+            ),
+        }
+    )
     ds.to_zarr(cfg.url, zarr_format=3, consolidated=False)
     ti, li = np.array([4, 0, 1, 2, 3]), np.array([1, 0, 0, 1, 1])
     np.testing.assert_array_equal(store.read_slots(cfg, ti, li), refc[ti, li])

@@ -163,8 +163,8 @@ def reference_embedding(store: StoreConfig, model_dir: str):
     nt, nl, ty, tx = frac.shape
     ref = np.full((nt, nl, ty, tx, 50), np.nan, np.float32)
     sel = np.argwhere(frac >= 0.05)
-    tiles = np.stack([raw[t, l, r0 + i * size : r0 + (i + 1) * size, c0 + j * size : c0 + (j + 1) * size]
-                      for t, l, i, j in sel])
+    tiles = np.stack([raw[t, ln, r0 + i * size : r0 + (i + 1) * size, c0 + j * size : c0 + (j + 1) * size]
+                      for t, ln, i, j in sel])
     z = np.asarray(enc.predict(wm.scale_raw(tiles)[..., None], verbose=0))
     ref[tuple(sel.T)] = z
     return ref, frac, ok

@@ -154,7 +154,10 @@ def test_graph_holds_no_n_by_n_block(anywhere):
 
     with Record(), dask.config.set({"scheduler": "sync", "optimization.fuse.active": False}):
         out["tile_neighbor_sqdist"].compute()
-    name = lambda key: str(key[0] if isinstance(key, tuple) else key)
+
+    def name(key):
+        return str(key[0] if isinstance(key, tuple) else key)
+
     knn_shapes = [s for key, s in sizes.items() if name(key).startswith("knn-")]
     assert knn_shapes and all(s[0] <= block and s[1] == 3 for s in knn_shapes)
     n_all = NT * NL * n_tiles
@@ -207,8 +210,8 @@ def test_single_query_by_point_equals_the_oracle_row(tile_store, client, anywher
     lat_c = tile_coords(COARSE, TILING)["tile_latitude"][1]
     lon_c = tile_coords(COARSE, TILING)["tile_longitude"][1]
     ny, nx = TILING.shape
-    it, il, ty, tx = next((t, l, y, x) for t in range(NT) for l in range(NL) for y in range(ny) for x in range(nx)
-                          if np.isfinite(e[t, l, y, x]).all() and (y, x) != (0, 0))
+    it, il, ty, tx = next((t, ln, y, x) for t in range(NT) for ln in range(NL) for y in range(ny)
+                          for x in range(nx) if np.isfinite(e[t, ln, y, x]).all() and (y, x) != (0, 0))
     res = tile_search.query_tile(cfg, client, time=np.datetime_as_string(times[it], unit="h"), lead=il,
                                  lat=float(lat_c[ty, tx]), lon=float(lon_c[ty, tx]))
     assert res.tile == (ty, tx)
@@ -244,8 +247,8 @@ def test_image_query_encodes_the_points_tile(tile_store, client, tmp_path):
     cfg, e, _ = tile_store
     cfg = cfg.replace(tiles={"k": 3, "anywhere": True})
     ny, nx = TILING.shape
-    it, il, ty, tx = next((t, l, y, x) for t in range(NT) for l in range(NL) for y in range(ny) for x in range(nx)
-                          if np.isfinite(e[t, l, y, x]).all())
+    it, il, ty, tx = next((t, ln, y, x) for t in range(NT) for ln in range(NL) for y in range(ny)
+                          for x in range(nx) if np.isfinite(e[t, ln, y, x]).all())
     lat_c = tile_coords(COARSE, TILING)["tile_latitude"][1]
     lon_c = tile_coords(COARSE, TILING)["tile_longitude"][1]
     img = np.full(COARSE.shape, -10.0, dtype=np.float32)
@@ -322,7 +325,8 @@ def test_tile_regimes_labels_are_nearest_centroids_and_plots(tile_store, client,
     for c in range(3):  # centroids are the means of their tiles (Lloyd converged)
         np.testing.assert_allclose(centers[c], x[labels.reshape(-1) == c].mean(axis=0), atol=1e-4)
     sizes = ds["tile_cluster_size"].values
-    assert sizes.tolist() == np.bincount(labels[labels >= 0], minlength=3).tolist() and list(sizes) == sorted(sizes)[::-1]
+    assert sizes.tolist() == np.bincount(labels[labels >= 0], minlength=3).tolist()
+    assert list(sizes) == sorted(sizes)[::-1]
     assert "c.png" in text and (tmp_path / "c.png").stat().st_size > 1000
     png = tile_regimes.plot_regime_map(cfg, np.datetime_as_string(times[0], unit="h"), str(tmp_path / "m.png"), lead=1)
     assert (tmp_path / "m.png").stat().st_size > 1000 and png.endswith("m.png")

@@ -25,7 +25,9 @@ def store(coarse_6d_store):
     return coarse_6d_store
 
 
-def tiny_contract_store(path: Path, status_value: int = 1, with_refc: bool = True, grid=(32, 48), nt: int = 48) -> StoreConfig:
+def tiny_contract_store(
+    path: Path, status_value: int = 1, with_refc: bool = True, grid=(32, 48), nt: int = 48
+) -> StoreConfig:
     """A store with the real layout (``wxdask.testing.make_store``), for bad-input cases: every image -10 dBZ."""
     times = np.datetime64("2020-06-01T00", "ns") + np.arange(nt) * np.timedelta64(1, "h")
     refc = np.full((nt, 1, *grid), -10.0)
@@ -224,7 +226,9 @@ def test_store_without_refc_is_one_clear_line(tmp_path):
     from wxdask.cli import main
 
     bad = tiny_contract_store(tmp_path / "bad.zarr", with_refc=False)
-    result = CliRunner().invoke(main, ["train", "--store", bad.url, "--model", str(tmp_path / "m"), "--workers", "1", "-q"])
+    result = CliRunner().invoke(
+        main, ["train", "--store", bad.url, "--model", str(tmp_path / "m"), "--workers", "1", "-q"]
+    )
     assert result.exit_code == 1, result.output
     assert "has no variable 'refc'" in result.output and "wxdask ingest" in result.output
     assert not (tmp_path / "m").exists()
@@ -247,7 +251,9 @@ def test_model_dir_for_another_grid_is_refused_and_untouched(store, tmp_path):
     d = tmp_path / "m"
     d.mkdir()
     fingerprint = {"grid": "hrrr", "grid_shape": [1059, 1799], "model": {}, "holdout_every": 3}
-    wm.write_metadata(d, {"fingerprint": fingerprint, "grid": {"name": "hrrr", "shape": [1059, 1799]}, "epochs_done": 1})
+    wm.write_metadata(
+        d, {"fingerprint": fingerprint, "grid": {"name": "hrrr", "shape": [1059, 1799]}, "epochs_done": 1}
+    )
     (d / wm.MODEL_FILE).write_bytes(b"model bytes")
     before = {p.name: p.read_bytes() for p in d.iterdir()}
     with pytest.raises(ModelError, match=r"grid 'hrrr' \(1059x1799\).*'coarse' \(66x112\)"):
@@ -268,7 +274,9 @@ def test_trains_as_a_task_on_the_gpu_worker(store, tmp_path):
         cluster.worker_spec["gpu-0"] = {"cls": Worker, "options": {"nthreads": 1, "resources": {"GPU": 1}}}
         cluster.sync(cluster._correct_state)
         client.wait_for_workers(2)
-        gpu = [a for a, w in client.scheduler_info(n_workers=-1)["workers"].items() if w.get("resources", {}).get("GPU")]
+        gpu = [
+            a for a, w in client.scheduler_info(n_workers=-1)["workers"].items() if w.get("resources", {}).get("GPU")
+        ]
         cfg = tiny_cfg(store, tmp_path / "m", on_gpu_worker=True, epochs=1)
         with get_task_stream(client) as ts:
             text = train.run(cfg, client)

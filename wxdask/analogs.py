@@ -122,7 +122,7 @@ def random_analogs(times: np.ndarray, queries: np.ndarray, candidates: np.ndarra
 
 
 def forecast_scores(image: Callable[[int], np.ndarray], times: np.ndarray, queries: np.ndarray,
-                    sources: np.ndarray, horizon: int, *, persistence: bool = False,
+                    sources: np.ndarray | None, horizon: int, *, persistence: bool = False,
                     thresholds: tuple[float, ...] = THRESHOLDS) -> list[dict[str, float]]:
     """Scores of forecasts ``image(source + h)`` (or ``image(query)`` for persistence) of ``image(query + h)``.
 
@@ -160,7 +160,7 @@ def forecast_scores(image: Callable[[int], np.ndarray], times: np.ndarray, queri
         stats = np.zeros(6 + 3 * len(thresholds))
         n = 0
         for i, qp in enumerate(np.asarray(queries)):
-            src = int(qp) if persistence else int(sources[i])
+            src = int(qp) if persistence or sources is None else int(sources[i])
             if src < 0:
                 continue
             truth = image(pos[int(hours[qp]) + h])

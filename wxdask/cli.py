@@ -49,9 +49,19 @@ def cluster_options(func: Callable) -> Callable:
 
     @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="YAML config file.")
     @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any config value.")
-    @click.option("--scheduler", default=None, metavar="ADDRESS", help="Existing Dask scheduler (tcp://host:8786); default: a LocalCluster.")
+    @click.option(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="Existing Dask scheduler (tcp://host:8786); default: a LocalCluster.",
+    )
     @click.option("--workers", "n_workers", type=int, default=None, help="Workers of the LocalCluster.")
-    @click.option("--performance-report", default=None, type=click.Path(dir_okay=False), help="Write a Dask performance report (HTML).")
+    @click.option(
+        "--performance-report",
+        default=None,
+        type=click.Path(dir_okay=False),
+        help="Write a Dask performance report (HTML).",
+    )
     @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
     @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
     @functools.wraps(func)
@@ -160,9 +170,18 @@ def ingest(start: str | None, end: str | None, leads: str | None, store_url: str
     """Read HRRR REFC from the archive into the Zarr store (resumable)."""
     from wxdask import ingest as stage
 
-    cfg = load_config(common, store={"url": store_url},
-                      ingest={"start": start, "end": end, "leads": leads, "source": source, "endpoint_url": endpoint_url,
-                              "retry": retry})
+    cfg = load_config(
+        common,
+        store={"url": store_url},
+        ingest={
+            "start": start,
+            "end": end,
+            "leads": leads,
+            "source": source,
+            "endpoint_url": endpoint_url,
+            "retry": retry,
+        },
+    )
     click.echo(run_stage(stage.run, cfg))
 
 
@@ -183,10 +202,16 @@ def status_command(store_url: str, status: str | None, fmt: str) -> None:
 
 @main.command()
 @click.option("--store", "store_url", default=None, help="Zarr store path or URL (holding refc).")
-@click.option("--model", "model_dir", default=None, type=click.Path(), help="Model directory (created; resumed when rerun).")
-@click.option("--epochs", type=int, default=None, help="Total epochs (a rerun with more continues from the checkpoint).")
+@click.option(
+    "--model", "model_dir", default=None, type=click.Path(), help="Model directory (created; resumed when rerun)."
+)
+@click.option(
+    "--epochs", type=int, default=None, help="Total epochs (a rerun with more continues from the checkpoint)."
+)
 @click.option("--batch-size", type=int, default=None, help="Images per training batch.")
-@click.option("--gpu-worker/--local", "on_gpu_worker", default=None, help="Train as a task on a GPU worker, or in this process.")
+@click.option(
+    "--gpu-worker/--local", "on_gpu_worker", default=None, help="Train as a task on a GPU worker, or in this process."
+)
 @click.option("--tiles", is_flag=True, help="Train the tile model (tiles with echo; --model default tiles.model_dir).")
 @cluster_options
 def train(store_url: str | None, model_dir: str | None, epochs: int | None, batch_size: int | None,
@@ -209,7 +234,9 @@ def train(store_url: str | None, model_dir: str | None, epochs: int | None, batc
 @main.command()
 @click.option("--store", "store_url", default=None, help="Zarr store path or URL (the one the model was trained on).")
 @click.option("--model", "model_dir", default=None, type=click.Path(), help="Trained model directory.")
-@click.option("--tiles", is_flag=True, help="Score the tile model on held-out tiles with echo (--model default tiles.model_dir).")
+@click.option(
+    "--tiles", is_flag=True, help="Score the tile model on held-out tiles with echo (--model default tiles.model_dir)."
+)
 @cluster_options
 def evaluate(store_url: str | None, model_dir: str | None, tiles: bool, common: dict) -> None:
     """Score the model on its held-out days against a PCA baseline; write scores and a PNG."""
@@ -230,8 +257,12 @@ def evaluate(store_url: str | None, model_dir: str | None, tiles: bool, common: 
 @click.option("--store", "store_url", default=None, help="Zarr store path or URL (holding refc).")
 @click.option("--model", "model_dir", default=None, type=click.Path(), help="Trained model directory.")
 @click.option("--batch-size", type=int, default=None, help="Images per encoder call.")
-@click.option("--images-per-task", type=int, default=None, help="Images per Dask task (sets the embedding's time chunks).")
-@click.option("--tiles", is_flag=True, help="Embed the tiles with echo into tile_embedding (--model default tiles.model_dir).")
+@click.option(
+    "--images-per-task", type=int, default=None, help="Images per Dask task (sets the embedding's time chunks)."
+)
+@click.option(
+    "--tiles", is_flag=True, help="Embed the tiles with echo into tile_embedding (--model default tiles.model_dir)."
+)
 @cluster_options
 def embed_command(store_url: str | None, model_dir: str | None, batch_size: int | None,
                   images_per_task: int | None, tiles: bool, common: dict) -> None:
@@ -253,9 +284,16 @@ def embed_command(store_url: str | None, model_dir: str | None, batch_size: int 
 @main.command("decode")
 @click.option("--store", "store_url", default=None, help="Zarr store path or URL (holding embedding).")
 @click.option("--model", "model_dir", default=None, type=click.Path(), help="The model that made the embeddings.")
-@click.option("--time", "time_", default=None, help="Decode this slot to a PNG (e.g. 2019-09-20T05); without it, score the whole store.")
+@click.option(
+    "--time",
+    "time_",
+    default=None,
+    help="Decode this slot to a PNG (e.g. 2019-09-20T05); without it, score the whole store.",
+)
 @click.option("--lead", type=int, default=None, help="Lead hour of the slot (default: the first embedded one).")
-@click.option("--out", default=None, type=click.Path(dir_okay=False), help="PNG of original vs decoded (implies one slot).")
+@click.option(
+    "--out", default=None, type=click.Path(dir_okay=False), help="PNG of original vs decoded (implies one slot)."
+)
 @click.option("--batch-size", type=int, default=None, help="Embeddings per decoder call.")
 @cluster_options
 def decode_command(store_url: str | None, model_dir: str | None, time_: str | None, lead: int | None,
@@ -290,17 +328,42 @@ def run_all(stages: str | None, common: dict) -> None:
 @click.option("--exclude-window", default=None, help="Drop slots within this time of the query, e.g. 24h (default), 0.")
 @click.option("--lead", type=int, default=None, help="Search this lead only (default: all slots together).")
 @click.option("--block-size", type=int, default=None, help="Queries per task.")
-@click.option("--time", "time_", default=None, help="Answer one query: this slot (e.g. 2019-09-20T05), printed as a table.")
+@click.option(
+    "--time", "time_", default=None, help="Answer one query: this slot (e.g. 2019-09-20T05), printed as a table."
+)
 @click.option("--query-lead", type=int, default=None, help="Lead of the --time slot (default: --lead, else the first).")
-@click.option("--image", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="Answer one query: this image (GRIB2 file with REFC, or .npy of dBZ), encoded with the model.")
-@click.option("--model", "model_dir", default=None, type=click.Path(), help="Model for --image and pictures (default: the embedding's).")
-@click.option("--plot", default=None, type=click.Path(dir_okay=False), help="With --time/--image: PNG of the query beside its neighbours.")
+@click.option(
+    "--image",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Answer one query: this image (GRIB2 file with REFC, or .npy of dBZ), encoded with the model.",
+)
+@click.option(
+    "--model",
+    "model_dir",
+    default=None,
+    type=click.Path(),
+    help="Model for --image and pictures (default: the embedding's).",
+)
+@click.option(
+    "--plot",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="With --time/--image: PNG of the query beside its neighbours.",
+)
 @click.option("--tiles", is_flag=True, help="Search tiles (tile_embedding) instead of whole images.")
-@click.option("--same-place/--anywhere", "same_place", default=None,
-              help="With --tiles: compare tiles of the same place only (default), or every tile with every tile.")
-@click.option("--lat", type=float, default=None, help="With --tiles --time/--image: latitude of the query tile's point.")
-@click.option("--lon", type=float, default=None, help="With --tiles --time/--image: longitude of the query tile's point.")
+@click.option(
+    "--same-place/--anywhere",
+    "same_place",
+    default=None,
+    help="With --tiles: compare tiles of the same place only (default), or every tile with every tile.",
+)
+@click.option(
+    "--lat", type=float, default=None, help="With --tiles --time/--image: latitude of the query tile's point."
+)
+@click.option(
+    "--lon", type=float, default=None, help="With --tiles --time/--image: longitude of the query tile's point."
+)
 @cluster_options
 def search_command(store_url: str | None, k: int | None, exclude_window: str | None, lead: int | None,
                    block_size: int | None, time_: str | None, query_lead: int | None, image: str | None,
@@ -365,8 +428,16 @@ def _search_tiles(common: dict, store_url: str | None, k: int | None, exclude_wi
 
 @main.command("interpolate")
 @click.option("--store", "store_url", default=None, help="Zarr store path or URL (holding embedding).")
-@click.option("--n-decode", type=int, default=None, help="Slots whose interpolation is decoded and scored in dBZ (default 4).")
-@click.option("--model", "model_dir", default=None, type=click.Path(), help="Model whose decoder scores them (default: the embedding's).")
+@click.option(
+    "--n-decode", type=int, default=None, help="Slots whose interpolation is decoded and scored in dBZ (default 4)."
+)
+@click.option(
+    "--model",
+    "model_dir",
+    default=None,
+    type=click.Path(),
+    help="Model whose decoder scores them (default: the embedding's).",
+)
 @click.option("--plot", default=None, type=click.Path(dir_okay=False), help="PNG of residual and step over time.")
 @cluster_options
 def interpolate_command(store_url: str | None, n_decode: int | None, model_dir: str | None, plot: str | None,
@@ -391,7 +462,12 @@ def interpolate_command(store_url: str | None, n_decode: int | None, model_dir: 
 @click.option("--max-iter", type=int, default=None, help="Lloyd iterations at most.")
 @click.option("--seed", type=int, default=None, help="Random state.")
 @click.option("--model", "model_dir", default=None, type=click.Path(), help="Model whose decoder draws the centroids.")
-@click.option("--plot", default=None, type=click.Path(dir_okay=False), help="PNG of the decoded centroids (default: beside the store).")
+@click.option(
+    "--plot",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="PNG of the decoded centroids (default: beside the store).",
+)
 @click.option("--tiles", is_flag=True, help="Regimes of tiles (tile_embedding) instead of whole images.")
 @click.option("--plot-map", "plot_map", default=None, metavar="TIME",
               help="With --tiles: also a PNG map of TIME's image (<store>-tile-regimes-TIME.png), each tile outlined "
@@ -412,7 +488,8 @@ def cluster_command(store_url: str | None, k: int | None, lead: int | None, engi
         def regimes(c: Any, client: Any) -> str:
             text = tile_regimes.run(c, client, plot=plot)
             if plot_map is not None:
-                text += f"\nwrote {tile_regimes.plot_regime_map(c, plot_map, tile_regimes.map_path(c, plot_map), lead=lead)}"
+                wrote = tile_regimes.plot_regime_map(c, plot_map, tile_regimes.map_path(c, plot_map), lead=lead)
+                text += f"\nwrote {wrote}"
             return text
 
         click.echo(run_stage(regimes, cfg))
@@ -427,8 +504,12 @@ def cluster_command(store_url: str | None, k: int | None, lead: int | None, engi
 
 
 @main.command()
-@click.option("--out", default="wxdask-demo", type=click.Path(file_okay=False), help="Directory for everything the demo writes.")
-@click.option("--days", default=14, type=click.IntRange(3, 120), help="Days of hourly analyses in the synthetic archive.")
+@click.option(
+    "--out", default="wxdask-demo", type=click.Path(file_okay=False), help="Directory for everything the demo writes."
+)
+@click.option(
+    "--days", default=14, type=click.IntRange(3, 120), help="Days of hourly analyses in the synthetic archive."
+)
 @click.option("--seed", default=0, type=int, help="Seed of the synthetic weather.")
 @click.option("--workers", default=2, type=click.IntRange(1, 64), help="Workers of the LocalCluster.")
 @click.option("-v", "--verbose", count=True, help="More logging.")
@@ -465,11 +546,15 @@ def serve_archive(directory: str, port: int) -> None:
 @click.option("--start", required=True, help="First initialisation time, e.g. 2019-09-20T00 (UTC).")
 @click.option("--end", required=True, help="End time, exclusive.")
 @click.option("--leads", default="0", show_default=True, help="Forecast leads in hours, e.g. 0,1.")
-@click.option("--grid", "grid_name", default="coarse", show_default=True, help="hrrr (1059x1799, 3 km) or coarse (66x112, 48 km).")
+@click.option(
+    "--grid", "grid_name", default="coarse", show_default=True, help="hrrr (1059x1799, 3 km) or coarse (66x112, 48 km)."
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic weather.")
 @click.option("--missing", default=None, metavar="T[/L],...", help="Slots left out (a time alone: all its leads).")
 @click.option("--missing-idx", default=None, metavar="T[/L],...", help="Slots written without their .idx.")
-@click.option("--corrupt", default=None, metavar="T[/L][=garbage|truncated],...", help="Slots whose REFC message is damaged.")
+@click.option(
+    "--corrupt", default=None, metavar="T[/L][=garbage|truncated],...", help="Slots whose REFC message is damaged."
+)
 @click.option("--old-label", is_flag=True, help="Write the older REFC level label in the .idx files.")
 @click.option("--out", required=True, help="Directory (files under DIR/noaa-hrrr-bdp-pds/) or s3://bucket[/prefix].")
 @click.option("--endpoint-url", default=None, help="S3 endpoint for an s3:// --out (default: AWS).")
@@ -484,7 +569,7 @@ def synth_command(start: str, end: str, leads: str, grid_name: str, seed: int, m
     from wxdask import synth
 
     _setup_logging(-1 if quiet else verbose)
-    storage_options = None
+    storage_options: dict[str, Any] | None = None
     if out.startswith("s3://"):
         storage_options = {"s3_additional_kwargs": {"ACL": "public-read"}}
         if endpoint_url:

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Iterator
+from typing import Iterator, cast
 
 from distributed import Client, LocalCluster, Nanny, performance_report, progress, wait
 from distributed.comm.core import CommClosedError
@@ -125,7 +125,8 @@ def check_versions(client: Client, packages: tuple[str, ...] = VERSION_PACKAGES)
     list of str
         One message per package whose versions differ; empty when all agree.
     """
-    versions = client.get_versions(packages=[p for p in packages if p != "python"])
+    # a synchronous client: the result, not a coroutine
+    versions = cast(dict, client.get_versions(packages=[p for p in packages if p != "python"]))
     sides: dict[str, dict] = {"client": versions["client"], "scheduler": versions["scheduler"]}
     workers = {
         addr: info for addr, info in (versions.get("workers") or {}).items()

@@ -280,6 +280,7 @@ def parse_leads(value: Any) -> tuple[int, ...]:
     >>> parse_leads("0,1, 2")
     (0, 1, 2)
     """
+    items: list[Any]
     if isinstance(value, str):
         items = value.split(",")
     elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
@@ -437,7 +438,8 @@ class DaskConfig:
         _positive_float("dask.start_timeout", self.start_timeout)
         _positive_int("dask.n_workers", self.n_workers)
         _positive_int("dask.threads_per_worker", self.threads_per_worker)
-        if isinstance(self.gpu_workers, bool) or not isinstance(self.gpu_workers, int) or not 0 <= self.gpu_workers <= self.n_workers:
+        if (isinstance(self.gpu_workers, bool) or not isinstance(self.gpu_workers, int)
+                or not 0 <= self.gpu_workers <= self.n_workers):
             raise ConfigError(
                 f"dask.gpu_workers must be an int in 0..{self.n_workers}, got {self.gpu_workers!r}"
             )

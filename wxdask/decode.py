@@ -296,7 +296,8 @@ def run(cfg: Config, client: Client | None, *, source: ModelSource | None = None
         "reconstruction_rmse": {
             "long_name": "RMSE of the image decoded from its embedding against the stored image",
             "units": "dBZ", "model_hash": meta["hash"], "clip_max_dBZ": meta["clip_max"],
-            "comment": f"both clipped to 0..{meta['clip_max']:g} dBZ, as the model sees them; NaN without image or embedding",
+            "comment": f"both clipped to 0..{meta['clip_max']:g} dBZ, as the model sees them; "
+            "NaN without image or embedding",
         },
         "compression_ratio_stored": {
             "long_name": "bytes of the stored (compressed) image over bytes of its float32 embedding",
@@ -323,7 +324,7 @@ def run(cfg: Config, client: Client | None, *, source: ModelSource | None = None
     if grib is not None:
         store.write_region(cfg.store, {"compression_ratio_grib": grib}, whole)
     rmse = store.read_region(cfg.store, "reconstruction_rmse", whole)
-    summary = {
+    summary: dict[str, dict[str, Any]] = {
         "reconstruction_rmse": {"median_dBZ": _median(rmse), "p90_dBZ": _quantile(rmse, 0.9)},
         "compression_ratio_stored": {"median": _median(stored)},
         "compression_ratio_grib": {"median": _median(grib) if grib is not None else None},

@@ -72,6 +72,7 @@ def run(out: str | Path = "wxdask-demo", *, days: int = 14, seed: int = 0, n_wor
     with LocalS3() as s3:
         s3.upload_archive(archive)
         report.append(f"served from a local S3 endpoint at {s3.endpoint_url} as s3://noaa-hrrr-bdp-pds")
+        assert s3.endpoint_url is not None  # set on entering LocalS3
         cfg = demo_config(out, s3.endpoint_url, days, seed, n_workers, k=len(set(regimes.tolist())))
         client = make_client(cfg.dask)
         try:

@@ -26,13 +26,14 @@ import logging
 import os
 import time as _time
 import uuid
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
 from wxdask.errors import ModelError, StoreLayoutError
-from wxdask.model import Predictor, scale_raw
+from wxdask.model import Predictor, scale_raw  # noqa: F401  # scale_raw: used by the doctests
 from wxdask.models import ModelSource, get_encoder
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -138,7 +139,7 @@ def chunk_spans(touch: np.ndarray, chunk: int) -> list[tuple[int, int]]:
     """
     touch = np.asarray(touch, dtype=bool)
     n = touch.shape[0]
-    per_time = touch.reshape(n, -1).any(axis=1)
+    per_time = np.asarray(touch.reshape(n, -1).any(axis=1))
     return [(t0, min(t0 + chunk, n)) for t0 in range(0, n, chunk) if per_time[t0 : t0 + chunk].any()]
 
 
@@ -259,17 +260,27 @@ def embed(
     tasks = []
     with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
         for t0, t1 in chunk_spans(touch, chunk):
-            tasks.append(dask.delayed(_embed_chunk, pure=False)(
-                store_cfg, out_cfg or store_cfg, t0, todo[t0:t1], ok[t0:t1], source, model_hash, cfg.batch_size, read_size,
-                dask_key_name=f"embed-chunk-{t0}-{run_id}",
-            ))
+            tasks.append(
+                dask.delayed(_embed_chunk, pure=False)(
+                    store_cfg,
+                    out_cfg or store_cfg,
+                    t0,
+                    todo[t0:t1],
+                    ok[t0:t1],
+                    source,
+                    model_hash,
+                    cfg.batch_size,
+                    read_size,
+                    dask_key_name=f"embed-chunk-{t0}-{run_id}",
+                )
+            )
     return tasks
 
 
 # ----------------------------------------------------------------------------- run
 
 
-def _create_embedding(cfg: Config, ds: xr.Dataset, meta: dict, chunk: int, out_cfg: StoreConfig) -> None:
+def _create_embedding(cfg: Config, ds: xr.Dataset, meta: Mapping[str, Any], chunk: int, out_cfg: StoreConfig) -> None:
     import dask.array as da
     import xarray as xr
 
@@ -285,7 +296,7 @@ def _create_embedding(cfg: Config, ds: xr.Dataset, meta: dict, chunk: int, out_c
     store.init_output(out_cfg, template, encoding)
 
 
-def _embedding_attrs(cfg: Config, meta: dict) -> dict:
+def _embedding_attrs(cfg: Config, meta: Mapping[str, Any]) -> dict:
     return {
         "long_name": "autoencoder embedding of composite reflectivity",
         "model_hash": meta["hash"],
@@ -352,7 +363,7 @@ def run(cfg: Config, client: Client | None, *, source: ModelSource | None = None
                 cfg.store.url, old, meta["hash"], source.path,
             )
             if ds.sizes.get("latent") != meta["n_latent"]:  # everything else on the old latent axis goes too
-                drop = [v for v in ds.data_vars if "latent" in ds[v].dims and v != "embedding"]
+                drop = [str(v) for v in ds.data_vars if "latent" in ds[v].dims and v != "embedding"]
                 logger.warning("embedding size changes from %s to %d: %s will be deleted",
                                ds.sizes.get("latent"), meta["n_latent"], ", ".join(drop) or "nothing else")
             out_cfg = store.staging(cfg.store)

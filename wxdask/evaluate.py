@@ -295,7 +295,9 @@ def pca_stats(x: da.Array, mean: np.ndarray, components: np.ndarray, clip_max: f
         float64 ``(n_blocks, len(STAT_NAMES))``; sum over axis 0 for the totals.
     """
     n_stats = len(_stat_names(tuple(thresholds)))
-    return x.map_blocks(
+    # dask's @derived_from wrapper hides Array.map_blocks' own signature from type checkers
+    map_blocks: Any = x.map_blocks
+    return map_blocks(
         _pca_stats_block, mean, components, clip_max, tuple(thresholds),
         dtype=np.float64, chunks=((1,) * x.numblocks[0], (n_stats,)),
     )
@@ -427,7 +429,7 @@ def run(cfg: Config, client: Client | None) -> str:
     if list(info["grid"]) != shape:
         raise ModelError(
             f"model {str(model_dir)!r} is for grid {meta.get('grid')}, but store {cfg.store.url!r} has grid "
-            f"{wxtrain.grid_name(refc.attrs, tuple(shape))!r} {shape}; evaluate it on its own store"
+            f"{wxtrain.grid_name(refc.attrs, (shape[0], shape[1]))!r} {shape}; evaluate it on its own store"
         )
     split = meta.get("split") or {}
     clip_max, n_latent = info["clip_max"], info["n_latent"]
@@ -508,8 +510,13 @@ def run(cfg: Config, client: Client | None) -> str:
         "units": "dBZ; truth and reconstructions clipped to 0..clip_max; echo = either image > 0 dBZ; "
                  "CSI of value >= threshold",
         "autoencoder": ae_scores,
-        "pca": {**pca_scores, "n_components": int(n_components), "n_fit": int(n_fit),
-                "fitted_on": "training days only", "solver": f"dask-ml randomized, iterated_power={ecfg.pca_power_iter}"},
+        "pca": {
+            **pca_scores,
+            "n_components": int(n_components),
+            "n_fit": int(n_fit),
+            "fitted_on": "training days only",
+            "solver": f"dask-ml randomized, iterated_power={ecfg.pca_power_iter}",
+        },
         "autoencoder_better": beats,
         "analogs": analog,
         "examples_png": str(png),

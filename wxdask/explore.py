@@ -124,7 +124,7 @@ def brute_force_query(emb: np.ndarray, hours: np.ndarray, ti: int, li: int, k: i
     if not np.isfinite(q).all():
         return []
     sq = ((flat - q) ** 2).sum(axis=1)
-    ok = np.isfinite(flat).all(axis=1)
+    ok = np.asarray(np.isfinite(flat).all(axis=1))
     ok[ti * nl + li] = False
     if window_hours > 0:
         slot_hours = np.repeat(np.asarray(hours, dtype=np.int64), nl)
@@ -735,7 +735,7 @@ def _error_panel(buf: io.BytesIO, error: np.ndarray, title: str, lat: np.ndarray
     fig, ax = plt.subplots(figsize=(4.6, 3.0), layout="constrained")
     if lat is not None and lon is not None and lat.shape == error.shape:
         lo = np.where(lon > 180, lon - 360, lon)
-        m = ax.pcolormesh(lo[::step, ::step], lat[::step, ::step], error[::step, ::step], cmap="RdBu_r",
+        m: Any = ax.pcolormesh(lo[::step, ::step], lat[::step, ::step], error[::step, ::step], cmap="RdBu_r",
                           vmin=-lim, vmax=lim, shading="nearest", rasterized=True)
         ax.set_aspect(1.0 / np.cos(np.deg2rad(np.nanmean(lat))))
         ax.set_xlabel("longitude", fontsize=7)

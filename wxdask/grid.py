@@ -150,7 +150,10 @@ def lonlat_to_xy(grid: Grid, lon: Any, lat: Any) -> tuple[np.ndarray, np.ndarray
 
 
 def xy_to_lonlat(grid: Grid, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Longitudes (-180..180) and latitudes, degrees, of projection coordinates (the inverse of :func:`lonlat_to_xy`)."""
+    """Longitudes (-180..180) and latitudes, degrees, of projection coordinates.
+
+    The inverse of :func:`lonlat_to_xy`.
+    """
     n, rf, rho0 = _cone(grid)
     dy = rho0 - y
     rho = np.sign(n) * np.hypot(x, dy)

@@ -66,7 +66,9 @@ logger = logging.getLogger(__name__)
 #: Physically possible composite reflectivity, dBZ (HRRR floors at -10; ~75 is extreme).
 REFC_MIN, REFC_MAX = -10.0, 100.0
 
-_IDX_LINE = re.compile(r"^(?P<n>\d+(?:\.\d+)?):(?P<start>\d+):d=(?P<date>\d{10}):(?P<var>[^:]*):(?P<level>[^:]*):(?P<fcst>[^:]*):?")
+_IDX_LINE = re.compile(
+    r"^(?P<n>\d+(?:\.\d+)?):(?P<start>\d+):d=(?P<date>\d{10}):(?P<var>[^:]*):(?P<level>[^:]*):(?P<fcst>[^:]*):?"
+)
 
 
 def hrrr_key(init_time: np.datetime64, lead: int) -> str:
@@ -89,7 +91,7 @@ def hrrr_key(init_time: np.datetime64, lead: int) -> str:
     >>> hrrr_key(np.datetime64("2019-09-20T05"), 1)
     'hrrr.20190920/conus/hrrr.t05z.wrfsfcf01.grib2'
     """
-    t = np.datetime64(init_time, "h").item()
+    t = np.datetime64(init_time, "h").item()  # type: ignore[call-overload]  # numpy stubs lack datetime64(datetime64, unit)
     return f"hrrr.{t:%Y%m%d}/conus/hrrr.t{t:%H}z.wrfsfcf{int(lead):02d}.grib2"
 
 
@@ -187,7 +189,7 @@ def find_refc(entries: list[IdxEntry], init_time: np.datetime64 | None = None, l
         raise SourceNotFoundError("no REFC message in the .idx sidecar")
     entry = matches[0]
     if init_time is not None:
-        want = f"{np.datetime64(init_time, 'h').item():%Y%m%d%H}"
+        want = f"{np.datetime64(init_time, 'h').item():%Y%m%d%H}"  # type: ignore[call-overload]  # numpy stubs lack datetime64(datetime64, unit)
         if entry.date != want:
             raise CorruptMessageError(f".idx says REFC is for d={entry.date}, expected d={want}")
     if lead is not None:
@@ -216,7 +218,9 @@ def check_message(data: bytes, entry: IdxEntry) -> None:
     """
     n = len(data)
     if entry.end is not None and n != entry.end - entry.start:
-        raise CorruptMessageError(f"fetched {n} bytes, expected {entry.end - entry.start} for bytes {entry.start}-{entry.end}")
+        raise CorruptMessageError(
+            f"fetched {n} bytes, expected {entry.end - entry.start} for bytes {entry.start}-{entry.end}"
+        )
     if n < 16 or data[:4] != b"GRIB":
         raise CorruptMessageError(f"message at byte {entry.start} does not start with 'GRIB'")
     if data[7] != 2:
@@ -369,9 +373,12 @@ def read_header(data: bytes, *, max_points: int = MAX_POINTS) -> MessageHeader:
             raise CorruptMessageError(f"section header at byte {pos} runs past the end of the message")
         length, number = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4]
         if length < 5 or pos + length > total - 4:
-            raise SlotFault("oversize" if length > total else "corrupt", "message size",
-                            f"section {number} claims {length} bytes at byte {pos}, past the end of the {total}-byte message")
-        sections.setdefault(number, data[pos:pos + length])
+            raise SlotFault(
+                "oversize" if length > total else "corrupt",
+                "message size",
+                f"section {number} claims {length} bytes at byte {pos}, past the end of the {total}-byte message",
+            )
+        sections.setdefault(number, data[pos : pos + length])
         pos += length
     need = {1: 21, 3: 14, 4: 22, 5: 20, 7: 5}
     for number, size in need.items():
@@ -389,7 +396,9 @@ def read_header(data: bytes, *, max_points: int = MAX_POINTS) -> MessageHeader:
     for what, count in (("section 3 numberOfDataPoints", n_points), ("section 3 Nx*Ny", nx * ny),
                         ("section 5 numberOfValues", n_values)):
         if count > max_points:
-            raise SlotFault("oversize", "points", f"{what} is {count}, more than the {max_points} of any plausible grid")
+            raise SlotFault(
+                "oversize", "points", f"{what} is {count}, more than the {max_points} of any plausible grid"
+            )
     if nx and nx * ny != n_points:
         raise CorruptMessageError(f"grid is {nx} x {ny} = {nx * ny} points but section 3 says {n_points}")
     if n_values > n_points:
@@ -398,7 +407,9 @@ def read_header(data: bytes, *, max_points: int = MAX_POINTS) -> MessageHeader:
     try:
         ref = np.datetime64(f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}", "m")
     except ValueError:
-        raise CorruptMessageError(f"section 1 reference time {year}-{month}-{day} {hour}:{minute} is not a date") from None
+        raise CorruptMessageError(
+            f"section 1 reference time {year}-{month}-{day} {hour}:{minute} is not a date"
+        ) from None
     return MessageHeader(
         discipline=data[6], total_length=total, reference_time=ref, grid_template=template,
         n_points=n_points, nx=nx, ny=ny,
@@ -431,30 +442,51 @@ def check_slot(header: MessageHeader, init_time: np.datetime64 | None = None, le
     """
     ident = (header.discipline, header.category, header.number)
     if ident != (0, 16, 196):
-        raise SlotFault("mismatch", "parameter",
-                        f"slot holds REFC (discipline/category/number 0/16/196), message is {'/'.join(map(str, ident))}")
+        raise SlotFault(
+            "mismatch",
+            "parameter",
+            f"slot holds REFC (discipline/category/number 0/16/196), message is {'/'.join(map(str, ident))}",
+        )
     if init_time is not None:
-        want = np.datetime64(init_time, "m")
+        want = np.datetime64(init_time, "m")  # type: ignore[call-overload]  # numpy stubs lack datetime64(datetime64, unit)
         if header.reference_time != want:
-            raise SlotFault("mismatch", "date", f"slot is run {np.datetime_as_string(want, unit='h')}, message says run "
-                                                f"{np.datetime_as_string(header.reference_time, unit='m')}")
+            raise SlotFault(
+                "mismatch",
+                "date",
+                f"slot is run {np.datetime_as_string(want, unit='h')}, message says run "
+                f"{np.datetime_as_string(header.reference_time, unit='m')}",
+            )
     if lead is not None:
         if header.product_template not in (0, 8):
-            raise SlotFault("mismatch", "product",
-                            f"slot holds an instantaneous field (template 4.0), message is template 4.{header.product_template}")
+            raise SlotFault(
+                "mismatch",
+                "product",
+                f"slot holds an instantaneous field (template 4.0), message is template 4.{header.product_template}",
+            )
         hours = header.lead_hours
         if hours is None or hours != lead:
-            raise SlotFault("mismatch", "lead", f"slot is f{int(lead):02d} ({int(lead)} h), message says {header.lead_text()}")
+            raise SlotFault(
+                "mismatch", "lead", f"slot is f{int(lead):02d} ({int(lead)} h), message says {header.lead_text()}"
+            )
     if grid is not None:
         want_points = grid.nx * grid.ny
         if header.grid_template != 30 or (header.nx, header.ny) != (grid.nx, grid.ny):
-            raise SlotFault("mismatch", "grid", f"store grid {grid.name} is {grid.nx} x {grid.ny} (template 3.30), message "
-                                                f"is {header.nx} x {header.ny} (template 3.{header.grid_template})")
+            raise SlotFault(
+                "mismatch",
+                "grid",
+                f"store grid {grid.name} is {grid.nx} x {grid.ny} (template 3.30), message "
+                f"is {header.nx} x {header.ny} (template 3.{header.grid_template})",
+            )
         if header.n_values != want_points:
-            raise SlotFault("mismatch", "grid", f"store grid has {want_points} points, message packs {header.n_values} values")
+            raise SlotFault(
+                "mismatch", "grid", f"store grid has {want_points} points, message packs {header.n_values} values"
+            )
         if header.total_length > _max_message_bytes(want_points):
-            raise SlotFault("oversize", "message size",
-                            f"message is {header.total_length} bytes, more than a {want_points}-point REFC field can need")
+            raise SlotFault(
+                "oversize",
+                "message size",
+                f"message is {header.total_length} bytes, more than a {want_points}-point REFC field can need",
+            )
 
 
 def decode_refc(data: bytes, grid: Grid | None = None, *, init_time: np.datetime64 | None = None,
@@ -534,7 +566,9 @@ def _quantise(values: np.ndarray, shape: tuple[int, int], *, check_lattice: bool
         raise CorruptMessageError(f"message holds {values.size} values, grid needs {shape[0] * shape[1]}")
     lo, hi = float(values.min()), float(values.max())
     if not (REFC_MIN - 1e-3 <= lo and hi <= REFC_MAX) or not (np.isfinite(lo) and np.isfinite(hi)):
-        raise CorruptMessageError(f"REFC values span {lo:.2f}..{hi:.2f} dBZ, outside the possible {REFC_MIN}..{REFC_MAX}")
+        raise CorruptMessageError(
+            f"REFC values span {lo:.2f}..{hi:.2f} dBZ, outside the possible {REFC_MIN}..{REFC_MAX}"
+        )
     np.multiply(values, 16.0, out=values)
     rounded = np.rint(values)
     if check_lattice:
@@ -597,7 +631,7 @@ _UNREACHABLE = {"EndpointConnectionError", "ConnectTimeoutError", "ConnectionRef
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
-    seen = []
+    seen: list[BaseException] = []
     while exc is not None and exc not in seen and len(seen) < 10:
         seen.append(exc)
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
@@ -683,7 +717,7 @@ def object_identity(info: dict | None) -> str:
         return "-"
     tag = str(info.get("ETag") or "").strip('"')
     if not tag:
-        stamp = info.get("mtime", info.get("LastModified"))
+        stamp: Any = info.get("mtime", info.get("LastModified"))
         tag = stamp.isoformat() if hasattr(stamp, "isoformat") else f"{float(stamp or 0):.6f}"
     return f"{tag}/{int(info.get('size', 0))}"
 
@@ -784,8 +818,11 @@ def fetch_refc(source: Source, init_time: np.datetime64, lead: int, grid: Grid |
         raise SlotFault("empty", "zero-byte GRIB", f"{key} is an empty placeholder")
     end = entry.end if entry.end is not None else size
     if entry.start >= size or end > size:
-        raise SlotFault("corrupt", "range past end",
-                        f".idx puts REFC at bytes {entry.start}-{end}, the object is {size} bytes (truncated or stale .idx)")
+        raise SlotFault(
+            "corrupt",
+            "range past end",
+            f".idx puts REFC at bytes {entry.start}-{end}, the object is {size} bytes (truncated or stale .idx)",
+        )
     cap = _max_message_bytes(grid.nx * grid.ny if grid is not None else MAX_POINTS)
     if end - entry.start > cap:
         raise SlotFault("oversize", "message size", f".idx gives REFC {end - entry.start} bytes, more than the {cap} "
@@ -799,7 +836,9 @@ def fetch_refc(source: Source, init_time: np.datetime64, lead: int, grid: Grid |
         raise err from None
     except SourceError as exc:
         if getattr(exc, "unsatisfiable", False):
-            raise SlotFault("corrupt", "range past end", f"the server cannot serve bytes {entry.start}-{end} of {key}") from None
+            raise SlotFault(
+                "corrupt", "range past end", f"the server cannot serve bytes {entry.start}-{end} of {key}"
+            ) from None
         raise
     if len(data) < end - entry.start:
         raise SlotFault("corrupt", "truncated", f"got {len(data)} of the {end - entry.start} bytes of REFC from {key}")
@@ -944,15 +983,22 @@ def ingest_group(source: Source, store_cfg: StoreConfig, grid: Grid,
         done, batch = items[flushed:len(results)], results[flushed:]
         if not done:
             return
-        points = (np.array([it[2][0] for it in done], dtype=np.intp), np.array([it[2][1] for it in done], dtype=np.intp))
-        store.write_points(store_cfg, {
-            "grib_bytes": np.array([r.message_bytes for r in batch], dtype=np.int32),
-            "source_identity": np.array([r.identity for r in batch], dtype=np.dtypes.StringDType()),
-            "grib_start": np.array([r.start for r in batch], dtype=np.int64),
-            "grib_end": np.array([r.end for r in batch], dtype=np.int64),
-            "reason": np.array([r.detail for r in batch], dtype=np.dtypes.StringDType()),
-            "status": np.array([STATUS[r.status] for r in batch], dtype=np.int8),
-        }, points)
+        points = (
+            np.array([it[2][0] for it in done], dtype=np.intp),
+            np.array([it[2][1] for it in done], dtype=np.intp),
+        )
+        store.write_points(
+            store_cfg,
+            {
+                "grib_bytes": np.array([r.message_bytes for r in batch], dtype=np.int32),
+                "source_identity": np.array([r.identity for r in batch], dtype=np.dtypes.StringDType()),
+                "grib_start": np.array([r.start for r in batch], dtype=np.int64),
+                "grib_end": np.array([r.end for r in batch], dtype=np.int64),
+                "reason": np.array([r.detail for r in batch], dtype=np.dtypes.StringDType()),
+                "status": np.array([STATUS[r.status] for r in batch], dtype=np.int8),
+            },
+            points,
+        )
         flushed = len(results)
 
     for t, lead, index, clear in items:
@@ -1003,36 +1049,74 @@ def refc_template(times: np.ndarray, leads: tuple[int, ...], grid: Grid, source:
 
     ds = xr.Dataset(
         {
-            "refc": (("time", "lead_time", "y", "x"), da.full((nt, nl, ny, nx), np.nan, dtype=np.float32, chunks=(1, 1, ny, nx)), {
-                "long_name": "composite reflectivity (entire atmosphere)",
-                "units": "dBZ",
-                "grid_mapping": "lambert_conformal",
-                "grid": grid.name,
-                "orientation": "row 0 (y index 0) is the southern edge, as HRRR stores it (scanningMode 64)",
-                "encoding_note": "stored losslessly as int16 sixteenths of a dB (the GRIB message's 1/16 dB steps, -10 floor kept)",
-                "grib_parameter": "discipline 0, category 16, number 196 (REFC), surface type 10",
-            }),
-            "grib_bytes": (("time", "lead_time"), slots(np.int32), {
-                "long_name": "size of the REFC GRIB2 message", "units": "bytes"}),
-            "status": (("time", "lead_time"), slots(np.int8), {
-                "long_name": "why each slot is or is not filled",
-                "flag_values": list(STATUS.values()),
-                "flag_meanings": " ".join(STATUS),
-            }),
-            "reason": (("time", "lead_time"), slots(text, ""), {
-                "long_name": "why a slot is not ok: '<kind>: <what the slot expected and what was found>' ('' when ok)"}),
-            "source_identity": (("time", "lead_time"), slots(text, ""), {
-                "long_name": "identity of the slot's GRIB object and .idx when read: 'grib=<etag>/<size>;idx=<etag>/<size>' "
-                             "('-' when absent); a rerun refetches a slot only when this changed"}),
-            "grib_start": (("time", "lead_time"), slots(np.int64), {
-                "long_name": "first byte of the GRIB object read for the slot", "units": "bytes"}),
-            "grib_end": (("time", "lead_time"), slots(np.int64), {
-                "long_name": "end (exclusive) of the byte range read; 0 when nothing was read", "units": "bytes"}),
+            "refc": (
+                ("time", "lead_time", "y", "x"),
+                da.full((nt, nl, ny, nx), np.nan, dtype=np.float32, chunks=(1, 1, ny, nx)),
+                {
+                    "long_name": "composite reflectivity (entire atmosphere)",
+                    "units": "dBZ",
+                    "grid_mapping": "lambert_conformal",
+                    "grid": grid.name,
+                    "orientation": "row 0 (y index 0) is the southern edge, as HRRR stores it (scanningMode 64)",
+                    "encoding_note": "stored losslessly as int16 sixteenths of a dB "
+                    "(the GRIB message's 1/16 dB steps, -10 floor kept)",
+                    "grib_parameter": "discipline 0, category 16, number 196 (REFC), surface type 10",
+                },
+            ),
+            "grib_bytes": (
+                ("time", "lead_time"),
+                slots(np.int32),
+                {"long_name": "size of the REFC GRIB2 message", "units": "bytes"},
+            ),
+            "status": (
+                ("time", "lead_time"),
+                slots(np.int8),
+                {
+                    "long_name": "why each slot is or is not filled",
+                    "flag_values": list(STATUS.values()),
+                    "flag_meanings": " ".join(STATUS),
+                },
+            ),
+            "reason": (
+                ("time", "lead_time"),
+                slots(text, ""),
+                {
+                    "long_name": "why a slot is not ok: "
+                    "'<kind>: <what the slot expected and what was found>' ('' when ok)"
+                },
+            ),
+            "source_identity": (
+                ("time", "lead_time"),
+                slots(text, ""),
+                {
+                    "long_name": "identity of the slot's GRIB object and .idx when read: "
+                    "'grib=<etag>/<size>;idx=<etag>/<size>' "
+                    "('-' when absent); a rerun refetches a slot only when this changed"
+                },
+            ),
+            "grib_start": (
+                ("time", "lead_time"),
+                slots(np.int64),
+                {"long_name": "first byte of the GRIB object read for the slot", "units": "bytes"},
+            ),
+            "grib_end": (
+                ("time", "lead_time"),
+                slots(np.int64),
+                {"long_name": "end (exclusive) of the byte range read; 0 when nothing was read", "units": "bytes"},
+            ),
             "lambert_conformal": ((), np.int32(0), grid_mapping_attrs(grid)),
         },
         coords={
-            "time": ("time", np.asarray(times, dtype="datetime64[ns]"), {"long_name": "model initialisation time (UTC)"}),
-            "lead_time": ("lead_time", np.asarray(leads, dtype=np.int16), {"long_name": "forecast lead", "units": "hours"}),
+            "time": (
+                "time",
+                np.asarray(times, dtype="datetime64[ns]"),
+                {"long_name": "model initialisation time (UTC)"},
+            ),
+            "lead_time": (
+                "lead_time",
+                np.asarray(leads, dtype=np.int16),
+                {"long_name": "forecast lead", "units": "hours"},
+            ),
             "y": ("y", y, {"standard_name": "projection_y_coordinate", "units": "m"}),
             "x": ("x", x, {"standard_name": "projection_x_coordinate", "units": "m"}),
             "latitude": (("y", "x"), lat.astype(np.float32), {"standard_name": "latitude", "units": "degrees_north"}),
@@ -1052,7 +1136,7 @@ FLUSH_SLOTS = 6
 
 #: Zarr encoding of the ingest stage's variables. The small per-slot arrays are sharded
 #: (``SHARD_TIMES`` x 1 slots per object); one task writes every slot of a shard.
-ENCODING = {
+ENCODING: dict[str, dict[str, Any]] = {
     "refc": {"dtype": "int16", "scale_factor": 1 / 16, "_FillValue": np.int16(-32768), "fill_value": -32768},
     "grib_bytes": {"fill_value": 0, **_SLOT_SHARDS},
     "status": {"fill_value": 0, **_SLOT_SHARDS},
@@ -1171,7 +1255,11 @@ def _held_slots(store_cfg: StoreConfig) -> dict[tuple[np.datetime64, int], _Held
         raise StoreLayoutError(f"store {store_cfg.url!r} has no 'status'; it was not made by wxdask ingest")
     whole = (slice(None), slice(None))  # read through zarr, a shard at a time (dask would make a task per slot)
     status = store.read_region(store_cfg, "status", whole)
-    ident = store.read_region(store_cfg, "source_identity", whole) if "source_identity" in ds else np.full(status.shape, "", dtype=object)
+    ident = (
+        store.read_region(store_cfg, "source_identity", whole)
+        if "source_identity" in ds
+        else np.full(status.shape, "", dtype=object)
+    )
     times = ds["time"].values.astype("datetime64[h]")
     leads = ds["lead_time"].values
     return {(times[i], int(leads[j])): _Held(STATUS_NAMES.get(int(status[i, j]), "not_tried"), str(ident[i, j]))
@@ -1247,7 +1335,7 @@ def _plan(source: Source, wanted: list[tuple[np.datetime64, int]], held: dict, r
         else:
             check.append(slot)
     if check:
-        days = sorted({f"{np.datetime64(t, 'h').item():%Y%m%d}" for t, _ in check})
+        days = sorted({f"{np.datetime64(t, 'h').item():%Y%m%d}" for t, _ in check})  # type: ignore[call-overload]  # numpy stubs lack datetime64(datetime64, unit)
         listing = _list_days(source, days)
         for t, lead in check:
             key = hrrr_key(t, lead)
@@ -1372,7 +1460,9 @@ def summarize(results: list[SlotResult], limit: int = 20) -> str:
                 shown[r.status].append(r)
     lines = [f"{len(results)} slot(s) attempted: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
     for status in sorted(kinds):
-        lines.append(f"{status}: {counts[status]} (" + ", ".join(f"{k}: {n}" for k, n in sorted(kinds[status].items())) + ")")
+        lines.append(
+            f"{status}: {counts[status]} (" + ", ".join(f"{k}: {n}" for k, n in sorted(kinds[status].items())) + ")"
+        )
         for r in shown[status]:
             lines.append(f"  {np.datetime_as_string(r.time, unit='h')} f{r.lead:02d}: {r.status}: {r.detail}")
         if counts[status] > limit:
@@ -1417,7 +1507,9 @@ def status_report(store_cfg: StoreConfig, status: str | None = None, fmt: str = 
         raise StoreLayoutError(f"store {store_cfg.url!r} has no 'status'; it was not made by wxdask ingest")
     whole = (slice(None), slice(None))
     codes = store.read_region(store_cfg, "status", whole)
-    reasons = store.read_region(store_cfg, "reason", whole) if "reason" in ds else np.full(codes.shape, "", dtype=object)
+    reasons = (
+        store.read_region(store_cfg, "reason", whole) if "reason" in ds else np.full(codes.shape, "", dtype=object)
+    )
     times = np.datetime_as_string(ds["time"].values, unit="h")
     leads = ds["lead_time"].values
     totals = {name: int(np.count_nonzero(codes == code)) for name, code in STATUS.items()}
@@ -1470,7 +1562,9 @@ def run(cfg: Config, client: Client | None) -> str:
     wanted = [(t, lead) for t in times for lead in icfg.leads]
     held = _held_slots(cfg.store)
     pending, was_ok = _plan(source, wanted, held, retry)
-    logger.info("%d of %d slot(s) to fetch (%d kept from the store)", len(pending), len(wanted), len(wanted) - len(pending))
+    logger.info(
+        "%d of %d slot(s) to fetch (%d kept from the store)", len(pending), len(wanted), len(wanted) - len(pending)
+    )
     results: list[SlotResult] = []
     if pending:
         held_grid = _store_grid(store.open_store(cfg.store)) if store.exists(cfg.store) else None
@@ -1504,7 +1598,9 @@ def run(cfg: Config, client: Client | None) -> str:
         # probed slots were decoded before the grid was known: check them against it now
         for r, values in probed:
             if r.status == "ok" and values is not None and values.shape != grid.shape:
-                r = dataclasses.replace(r, status="mismatch", detail=f"grid: store grid is {grid.shape}, message {values.shape}")
+                r = dataclasses.replace(
+                    r, status="mismatch", detail=f"grid: store grid is {grid.shape}, message {values.shape}"
+                )
                 values = None
             results.append(write_slot(cfg.store, index(r.time, r.lead), r, values,
                                       clear=(r.time, r.lead) in was_ok, shape=grid.shape))
@@ -1518,7 +1614,11 @@ def run(cfg: Config, client: Client | None) -> str:
     pending_set = set(pending)
     kept = [held[slot].status for slot in wanted if slot not in pending_set]
     n_ok = kept.count("ok")
-    other = f", {len(kept) - n_ok} kept as recorded (objects unchanged; --retry STATUS refetches)" if len(kept) > n_ok else ""
+    other = (
+        f", {len(kept) - n_ok} kept as recorded (objects unchanged; --retry STATUS refetches)"
+        if len(kept) > n_ok
+        else ""
+    )
     summary = summarize(results) if results else "nothing to fetch"
     return f"{summary}\n{n_ok} slot(s) were already ok{other}; store: {cfg.store.url}"
 

@@ -324,7 +324,8 @@ def _decode_scores(cfg: Config, ds: xr.Dataset, resid: np.ndarray, decoder: Pred
         if images[2 * j].shape != refc[1].shape:
             logger.warning("decoded images are %s, the store's %s: not scored", images[2 * j].shape, refc[1].shape)
             return []
-        s = dbz_scores(refc[1], images[2 * j], refc[0], refc[2], clip_max, reconstructed=images[2 * j + 1])
+        s: dict[str, Any] = dbz_scores(refc[1], images[2 * j], refc[0], refc[2], clip_max,
+                                       reconstructed=images[2 * j + 1])
         s = {"time": str(np.datetime_as_string(emb["time"].values[ti], unit="h")),
              "lead_time": int(emb["lead_time"].values[li]), **{k: round(v, 4) for k, v in s.items()}}
         scores.append(s)
@@ -376,7 +377,8 @@ def summary(cfg: Config) -> str:
     if "interp_median_ratio" not in attrs:
         raise StoreLayoutError(f"store {cfg.store.url!r} has no interpolation summary; run `wxdask interpolate` first")
     lines = [
-        f"median interp_residual / step_sqdist = {attrs['interp_median_ratio']:.4g} over {attrs['interp_n_ratio']} slots "
+        f"median interp_residual / step_sqdist = {attrs['interp_median_ratio']:.4g} over "
+        f"{attrs['interp_n_ratio']} slots "
         f"(median residual {attrs['interp_median_residual']:.4g}, median step {attrs['interp_median_step']:.4g}; "
         "the seed: 0.106 against 0.52 for one triple)"
     ]

@@ -124,6 +124,7 @@ def knn_prepared_device(
     qa_t = ops.convert_to_tensor(qa)
     qi_t = ops.convert_to_tensor(q_index.astype(np.int32))[:, None]
     if use_window:
+        assert prep.time is not None and q_time is not None  # use_window implies both
         t0 = int(min(prep.time.min(), np.min(q_time)))
         qt_t = ops.convert_to_tensor((np.asarray(q_time) - t0).astype(np.int32))[:, None]
     inf = np.float32(np.inf)
@@ -135,6 +136,7 @@ def knn_prepared_device(
         cols = ops.convert_to_tensor(np.arange(c0, c1, dtype=np.int32))[None, :]
         bad = ops.equal(cols, qi_t)
         if use_window:
+            assert prep.time is not None
             bt = ops.convert_to_tensor((prep.time[c0:c1] - t0).astype(np.int32))[None, :]
             bad = ops.logical_or(bad, ops.less(ops.abs(bt - qt_t), window))
         s = ops.where(bad, inf, s)

@@ -413,7 +413,8 @@ def _embedding_layer(model: Any) -> Any:
     try:
         return model.get_layer(EMBEDDING_LAYER)
     except ValueError:
-        raise ModelError(f"model {model.name!r} has no {EMBEDDING_LAYER!r} layer; it is not a wxdask autoencoder") from None
+        raise ModelError(f"model {model.name!r} has no {EMBEDDING_LAYER!r} layer; it is not a wxdask "
+                         "autoencoder") from None
 
 
 def load_model(model_dir: str | os.PathLike) -> keras.Model:
@@ -500,7 +501,9 @@ def read_metadata(model_dir: str | os.PathLike, filename: str = METADATA_FILE) -
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ModelError(f"no model metadata at {str(path)!r}; train a model with `wxdask train --model {model_dir}`") from None
+        raise ModelError(
+            f"no model metadata at {str(path)!r}; train a model with `wxdask train --model {model_dir}`"
+        ) from None
     try:
         data = json.loads(text)
     except ValueError as exc:

@@ -66,7 +66,9 @@ class ModelSource(Protocol):
     run in worker processes, through the per-process cache.
     """
 
-    path: str
+    @property
+    def path(self) -> str:
+        """The model's location (a directory path or URL)."""
 
     def metadata(self) -> ModelInfo:
         """Hash, grid ``(ny, nx)``, embedding size and clip of the model (no framework import)."""

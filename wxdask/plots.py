@@ -12,7 +12,7 @@ runs headless (the Agg backend); large grids are thinned for drawing only.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Sequence
+from typing import IO, TYPE_CHECKING, Sequence, TypeVar, cast
 
 import numpy as np
 
@@ -53,7 +53,12 @@ def dbz_colormap() -> tuple[ListedColormap, BoundaryNorm]:
 
     cmap = ListedColormap(list(DBZ_COLORS), name="nws_reflectivity").with_extremes(
         under=(1, 1, 1, 0), over=DBZ_COLORS[-1], bad=(0.85, 0.85, 0.85, 1))
-    return cmap, BoundaryNorm(DBZ_LEVELS, cmap.N)
+    # with_extremes returns a copy of the same class; matplotlib's stubs say Colormap
+    return cast("ListedColormap", cmap), BoundaryNorm(DBZ_LEVELS, cmap.N)
+
+
+#: A file name, or a binary file object (the explorer draws into memory).
+_PathOrFile = TypeVar("_PathOrFile", str, IO[bytes])
 
 
 def _thin(a: np.ndarray) -> np.ndarray:
@@ -64,14 +69,14 @@ def _thin(a: np.ndarray) -> np.ndarray:
 def image_panel(
     images: Sequence[np.ndarray | None],
     titles: Sequence[str],
-    path: str,
+    path: _PathOrFile,
     *,
     latitude: np.ndarray | None = None,
     longitude: np.ndarray | None = None,
     suptitle: str | None = None,
     ncols: int | None = None,
     outlines: Sequence[Sequence[tuple[np.ndarray, np.ndarray, str]] | None] | None = None,
-) -> str:
+) -> _PathOrFile:
     """Write one PNG of reflectivity maps side by side, with one dBZ colour bar.
 
     Parameters
@@ -117,6 +122,7 @@ def image_panel(
         lon = np.where(lon > 180, lon - 360, lon)
     on_grid = lat is not None and bool(shapes) and all(sh == lat.shape for sh in shapes)
     if on_grid:
+        assert lat is not None and lon is not None  # on_grid implies both
         stretch = 1.0 / np.cos(np.deg2rad(np.nanmean(lat)))
         aspect = (np.nanmax(lat) - np.nanmin(lat)) * stretch / max(np.nanmax(lon) - np.nanmin(lon), 1e-9)
     else:
@@ -138,6 +144,7 @@ def image_panel(
             continue
         img = np.asarray(img, dtype=np.float32)
         if on_grid:
+            assert lat is not None and lon is not None
             mappable = ax.pcolormesh(_thin(lon), _thin(lat), _thin(img), cmap=cmap, norm=norm,
                                      shading="nearest", rasterized=True)
             ax.set_aspect(stretch)

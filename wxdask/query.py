@@ -286,7 +286,7 @@ def _first_refc(data: bytes, path: str) -> np.ndarray:
     """The REFC field of a GRIB2 file, through ingest's framing check and decoder (int16 sixteenths)."""
     from wxdask.ingest import IdxEntry, check_message, decode_refc
 
-    offset, errors = 0, []
+    offset, errors = 0, list[str]()
     while True:
         start = data.find(b"GRIB", offset)
         if start < 0 or len(data) - start < 16:

@@ -121,7 +121,8 @@ class LocalS3:
             root = root / bucket
         files = sorted(p for p in root.glob("hrrr.*/**/*") if p.is_file())
         if not files:
-            raise SourceNotFoundError(f"no hrrr.YYYYMMDD folders under {str(directory)!r}; write one with `wxdask synth`")
+            raise SourceNotFoundError(f"no hrrr.YYYYMMDD folders under {str(directory)!r}; write one with "
+                                      "`wxdask synth`")
         self.create_bucket(bucket)
         fs = s3fs.S3FileSystem(**self.writer_options(), skip_instance_cache=True)
         fs.put([str(p) for p in files], [f"{bucket}/{p.relative_to(root).as_posix()}" for p in files])

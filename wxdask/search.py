@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import numpy as np
 import xarray as xr
@@ -271,6 +271,7 @@ def _knn_rows(q: np.ndarray, prep: PreparedBase, k: int, q_index: np.ndarray, q_
     def excluded(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         out = cols == q_index[rows]
         if use_window:
+            assert prep.time is not None and q_time is not None  # use_window implies both
             out |= np.abs(prep.time[cols] - q_time[rows]) < window
         return out
 
@@ -518,7 +519,7 @@ def knn(
     (base_key,) = one.to_delayed().ravel()
     prep = dask.delayed(prepare_base, pure=True)(base_key, base_time, base_lead,
                                                  dask_key_name=f"prepare-base-{one.name}")
-    kwargs = {"k": int(k), "window": window_hours(exclude_window), "chunk_size": int(chunk_size)}
+    kwargs: dict[str, Any] = {"k": int(k), "window": window_hours(exclude_window), "chunk_size": int(chunk_size)}
     if query_time is not None:
         kwargs["q_time"] = _hours(query_time)
     if device:
@@ -679,7 +680,8 @@ def run(cfg: Config, client: Client | None) -> str:
 
     if resources is None:  # (on_gpu persisted them already)
         out = client.persist(out) if client is not None else out.persist()
-    queried = np.isfinite(ds["embedding"]).all(axis=-1)
+    # numpy's stubs type a ufunc of a DataArray as an ndarray; it is a DataArray
+    queried = cast("xr.DataArray", np.isfinite(ds["embedding"])).all(axis=-1)
     if cfg.search.lead is not None:
         queried = queried & (ds["lead_time"] == cfg.search.lead)
     (counts,) = compute(client, [count_found(out["neighbor_sqdist"].data, queried.data)], scheduler=None)

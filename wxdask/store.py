@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal, cast
 
 import fsspec
 import numpy as np
@@ -166,7 +166,7 @@ def open_input(cfg: StoreConfig, variables: Iterable[str], *, decode: bool = Tru
             maker = makers.get(name)
             hint = f"; run `wxdask {maker}` first" if maker else ""
             raise StoreLayoutError(
-                f"store {cfg.url!r} has no variable {name!r} (it holds {sorted(ds.data_vars)}){hint}"
+                f"store {cfg.url!r} has no variable {name!r} (it holds {sorted(map(str, ds.data_vars))}){hint}"
             )
     return ds
 
@@ -285,16 +285,16 @@ def _check_compatible(cfg: StoreConfig, existing: xr.Dataset, template: xr.Datas
                     "a different grid or variable; use another --store"
                 )
         else:
-            old, new = existing[var], template[var]
-            if old.shape != new.shape or not np.allclose(old.values, new.values, equal_nan=True):
+            old_var, new_var = existing[var], template[var]
+            if old_var.shape != new_var.shape or not np.allclose(old_var.values, new_var.values, equal_nan=True):
                 raise StoreLayoutError(
-                    f"store {cfg.url!r} holds a different grid: {var} has shape {old.shape}, "
-                    f"wanted {new.shape} with other values; use another --store"
+                    f"store {cfg.url!r} holds a different grid: {var} has shape {old_var.shape}, "
+                    f"wanted {new_var.shape} with other values; use another --store"
                 )
-    for name, var in template.data_vars.items():
-        if name in existing and existing[name].dims != var.dims:
+    for vname, tvar in template.data_vars.items():
+        if vname in existing and existing[vname].dims != tvar.dims:
             raise StoreLayoutError(
-                f"store {cfg.url!r} holds {name} with dims {existing[name].dims}, not {var.dims}"
+                f"store {cfg.url!r} holds {vname} with dims {existing[vname].dims}, not {tvar.dims}"
             )
 
 
@@ -308,7 +308,8 @@ def _norm(value: Any) -> Any:
     return value
 
 
-def _reindexed_like(existing: xr.Dataset, template: xr.Dataset, dim: str, new: np.ndarray, fill_values: dict | None) -> xr.Dataset:
+def _reindexed_like(existing: xr.Dataset, template: xr.Dataset, dim: str, new: np.ndarray,
+                    fill_values: dict | None) -> xr.Dataset:
     """Variables of the existing store over the new coordinate values only, lazily filled."""
     base = existing.drop_vars([v for v in existing.variables if dim not in existing[v].dims and v not in existing.dims])
     base = base.isel({dim: slice(0, 0)})
@@ -328,7 +329,9 @@ def _fills(ds: xr.Dataset, fill_values: dict | None) -> dict:
     return fills
 
 
-def _rewrite_sorted(cfg: StoreConfig, existing: xr.Dataset, dim: str, values: np.ndarray, fill_values: dict | None) -> None:
+def _rewrite_sorted(
+    cfg: StoreConfig, existing: xr.Dataset, dim: str, values: np.ndarray, fill_values: dict | None
+) -> None:
     """Rewrite the whole store with ``dim`` reindexed to ``values`` (inserting earlier values)."""
     fs, path = _fs_and_path(cfg)
     tmp_url = cfg.url.rstrip("/") + ".rewrite-tmp"
@@ -361,13 +364,13 @@ def _raw_fills(raw: xr.Dataset, fill_values: dict | None) -> dict:
     return fills
 
 
-def _group(cfg: StoreConfig, mode: str = "r+") -> zarr.Group:
+def _group(cfg: StoreConfig, mode: Literal["r", "r+", "a", "w", "w-"] = "r+") -> zarr.Group:
     # never the consolidated metadata: it is stale while a stage adds variables
     return zarr.open_group(cfg.url, mode=mode, storage_options=cfg.storage_options or None, zarr_format=3,
                            use_consolidated=False)
 
 
-def write_region(cfg: StoreConfig, values: dict[str, np.ndarray], index: tuple) -> None:
+def write_region(cfg: StoreConfig, values: dict[str, Any], index: tuple) -> None:
     """Write raw (already encoded) values of several variables at one index.
 
     Called from workers. ``index`` must select whole chunks of every variable
@@ -385,7 +388,7 @@ def write_region(cfg: StoreConfig, values: dict[str, np.ndarray], index: tuple) 
     """
     group = _group(cfg)
     for name, value in values.items():
-        group[name][index] = value
+        cast("zarr.Array", group[name])[index] = value  # the store's variables are arrays
 
 
 def write_points(cfg: StoreConfig, values: dict[str, np.ndarray], index: tuple[np.ndarray, ...]) -> None:
@@ -405,7 +408,7 @@ def write_points(cfg: StoreConfig, values: dict[str, np.ndarray], index: tuple[n
     """
     group = _group(cfg)
     for name, value in values.items():
-        group[name].vindex[index] = value
+        cast("zarr.Array", group[name]).vindex[index] = value
 
 
 def read_region(cfg: StoreConfig, name: str, index: tuple) -> np.ndarray:
@@ -428,7 +431,7 @@ def read_region(cfg: StoreConfig, name: str, index: tuple) -> np.ndarray:
     -------
     numpy.ndarray
     """
-    return np.asarray(_group(cfg, mode="r")[name].oindex[index])
+    return np.asarray(cast("zarr.Array", _group(cfg, mode="r")[name]).oindex[index])
 
 
 def read_slots(cfg: StoreConfig, time_index: np.ndarray, lead_index: np.ndarray, name: str = "refc") -> np.ndarray:
@@ -568,7 +571,7 @@ def chunk_nbytes(cfg: StoreConfig, name: str) -> np.ndarray:
         written. For ``refc`` (one image per chunk) this is the stored size of
         each ``(time, lead_time)`` image.
     """
-    arr = _group(cfg, mode="r")[name]
+    arr = cast("zarr.Array", _group(cfg, mode="r")[name])
     grid = tuple(-(-s // c) for s, c in zip(arr.shape, arr.chunks))
     sizes = np.zeros(grid, dtype=np.int64)
     fs, path = _fs_and_path(cfg)
@@ -624,7 +627,7 @@ def write_variables(cfg: StoreConfig, ds: xr.Dataset, *, encoding: dict | None =
     """
     recover(cfg)
     existing = open_store(cfg)
-    names = list(ds.data_vars)
+    names = [str(v) for v in ds.data_vars]
     keep = set(existing.data_vars) - set(names)
     moved_coords = []
     for dim in ds.dims:
@@ -637,7 +640,7 @@ def write_variables(cfg: StoreConfig, ds: xr.Dataset, *, encoding: dict | None =
             or np.array_equal(existing[dim].values, ds[dim].values))
         if same:
             continue
-        users = sorted(v for v in keep if dim in existing[v].dims)
+        users = sorted(str(v) for v in keep if dim in existing[v].dims)
         if users or dim in ("time", "lead_time"):
             raise StoreLayoutError(
                 f"cannot write {', '.join(names)} to {cfg.url!r}: {dim} does not match the store's"
@@ -656,7 +659,7 @@ def write_variables(cfg: StoreConfig, ds: xr.Dataset, *, encoding: dict | None =
     for name in names:
         if name in existing.data_vars:
             logger.info("replacing %s in %s", name, cfg.url)
-    commit(cfg, staged, names + [c for c in moved_coords if c in out.variables], attrs=attrs)
+    commit(cfg, staged, names + [str(c) for c in moved_coords if c in out.variables], attrs=attrs)
 
 
 # ----------------------------------------------------------------------------- staged commits

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from wxdask.config import Config, StoreConfig
 
@@ -156,7 +156,7 @@ class FlakyProxy:
     @property
     def url(self) -> str:
         """Endpoint URL to give s3fs instead of the upstream's."""
-        host, port = self._server.server_address[:2]
+        host, port = cast(tuple[str, int], self._server.server_address[:2])  # a TCP server
         return f"http://{host}:{port}"
 
     def _should_fail(self, path: str) -> bool:
@@ -214,8 +214,8 @@ class FlakyProxy:
                     if k.lower() not in ("transfer-encoding", "connection", "content-length"):
                         self.send_header(k, v)
                 # a HEAD reply has no body but the object's own Content-Length (its size)
-                length = resp.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(data))
-                self.send_header("Content-Length", length)
+                size = resp.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(data))
+                self.send_header("Content-Length", size)
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)

@@ -26,6 +26,7 @@ import logging
 import os
 import time as _time
 import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -99,7 +100,9 @@ def embed_tiles_block(raw: np.ndarray, tiling: Tiling, threshold: float, encoder
     if k.size:
         got = wxembed.embed_block(gather_tiles(raw, tiling, k, iy, ix), encoder, batch_size=batch_size)
         if got.shape[1] != n_latent:
-            raise ModelError(f"encoder gives {got.shape[1]} numbers per tile, the store's tile_embedding has {n_latent}")
+            raise ModelError(
+                f"encoder gives {got.shape[1]} numbers per tile, the store's tile_embedding has {n_latent}"
+            )
         z[k, iy, ix] = got
     return echo, z
 
@@ -155,7 +158,7 @@ def embed_tiles(write_cfg: StoreConfig, read_cfg: StoreConfig, ok: np.ndarray, t
 # ----------------------------------------------------------------------------- run
 
 
-def _attrs(cfg: Config, source: ModelSource, meta: dict, tiling: Tiling, grid_name: str) -> dict:
+def _attrs(cfg: Config, source: ModelSource, meta: Mapping[str, Any], tiling: Tiling, grid_name: str) -> dict:
     return {
         "long_name": "tile autoencoder embedding of composite reflectivity",
         "model_hash": meta["hash"],
@@ -192,7 +195,10 @@ def _template(ds: Any, grid: Any, tiling: Tiling, n_latent: int, chunk: int, att
                 **tile_coords(grid, tiling)},
     )
     fill = {"dtype": "float32", "_FillValue": np.float32(np.nan)}
-    encoding = {EMBEDDING: {"chunks": (chunk, nl, ty, tx, n_latent), **fill}, ECHO: {"chunks": (chunk, nl, ty, tx), **fill}}
+    encoding = {
+        EMBEDDING: {"chunks": (chunk, nl, ty, tx, n_latent), **fill},
+        ECHO: {"chunks": (chunk, nl, ty, tx), **fill},
+    }
     return template, encoding
 
 
@@ -236,8 +242,13 @@ def run(cfg: Config, client: Client | None, *, source: ModelSource | None = None
         raise StoreLayoutError(f"store {cfg.store.url!r} has latent of size {ds.sizes['latent']}; the tile model "
                                f"{source.path!r} gives {n_latent} numbers; use a tile model of {ds.sizes['latent']}")
     attrs = _attrs(cfg, source, meta, tiling, grid.name)
-    in_place = EMBEDDING in ds.data_vars and ECHO in ds.data_vars and _same(ds[EMBEDDING].attrs, attrs) \
-        and ds[EMBEDDING].sizes.get("tile_y") == tiling.shape[0] and ds[EMBEDDING].sizes.get("tile_x") == tiling.shape[1]
+    in_place = (
+        EMBEDDING in ds.data_vars
+        and ECHO in ds.data_vars
+        and _same(ds[EMBEDDING].attrs, attrs)
+        and ds[EMBEDDING].sizes.get("tile_y") == tiling.shape[0]
+        and ds[EMBEDDING].sizes.get("tile_x") == tiling.shape[1]
+    )
     if EMBEDDING in ds.data_vars and not in_place:
         logger.warning("store %s holds tile embeddings of model %s (tiles %s px, threshold %s); model %s differs, "
                        "so every tile is embedded again (the old ones stay until the new ones are committed)",
@@ -275,7 +286,7 @@ def run(cfg: Config, client: Client | None, *, source: ModelSource | None = None
             names = [EMBEDDING, ECHO, *COORDS]
             if "latent" not in ds.variables:
                 names.append("latent")
-            stale_users = [v for v in ds.data_vars if v not in names and {"tile_y", "tile_x"} & set(ds[v].dims)]
+            stale_users = [str(v) for v in ds.data_vars if v not in names and {"tile_y", "tile_x"} & set(ds[v].dims)]
             tiling_changed = any(ds.sizes.get(d) not in (None, n) for d, n in zip(("tile_y", "tile_x"), tiling.shape))
             drop = stale_users if tiling_changed else []
             if drop:

@@ -26,7 +26,7 @@ import dataclasses
 import functools
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -74,7 +74,7 @@ def store_grid(ds: xr.Dataset) -> Grid:
     from wxdask.grid import Grid as _Grid
 
     params = ds.attrs.get("wxdask_grid")
-    shape = tuple(int(s) for s in ds["refc"].shape[-2:])
+    shape = cast(tuple[int, int], tuple(int(s) for s in ds["refc"].shape[-2:]))
     try:
         grid = _Grid(**params) if params else get_grid(wxtrain.grid_name(ds["refc"].attrs, shape))
     except (ConfigError, TypeError):
@@ -225,14 +225,17 @@ class TileSet:
 def _tile_batches_class() -> type:
     keras = wxmodel._keras()
 
-    class TileBatches(keras.utils.PyDataset):
+    PyDataset: Any = keras.utils.PyDataset
+
+    class TileBatches(PyDataset):
         """Batches ``(x, x)`` of scaled tiles with echo, shuffled by ``(seed, epoch)`` like :mod:`wxdask.train`'s."""
 
         def __init__(self, store_cfg: StoreConfig, tiles: TileSet, tiling: Tiling, batch_size: int,
                      clip_max: float, seed: int, shuffle: bool, cache: Any = None, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.store_cfg, self.tiles, self.tiling, self.cache = store_cfg, tiles, tiling, cache
-            self.batch_size, self.clip_max, self.seed, self.shuffle = int(batch_size), float(clip_max), int(seed), shuffle
+            self.batch_size, self.clip_max = int(batch_size), float(clip_max)
+            self.seed, self.shuffle = int(seed), shuffle
             self.set_epoch(0)
 
         def set_epoch(self, epoch: int) -> None:
@@ -274,7 +277,10 @@ def _tile_plan(cfg: Config, plan: Any, tiling: Tiling) -> tuple[Any, TileSet, Ti
     thr = cfg.tiles.echo_threshold
     train_tiles = TileSet.of(cfg.store, plan.train_slots, tiling, thr)
     held_tiles = TileSet.of(cfg.store, plan.heldout_slots, tiling, thr)
-    for side, tiles, slots in (("training", train_tiles, plan.train_slots), ("held-out", held_tiles, plan.heldout_slots)):
+    for side, tiles, slots in (
+        ("training", train_tiles, plan.train_slots),
+        ("held-out", held_tiles, plan.heldout_slots),
+    ):
         if len(tiles) == 0:
             raise StoreLayoutError(
                 f"store {cfg.store.url!r}: no {side} tile of {tiling.size} px has echo fraction >= {thr} "

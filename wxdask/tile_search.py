@@ -145,7 +145,8 @@ def store_tiling(emb: xr.DataArray) -> tuple[Grid, Tiling]:
         tiling = Tiling(grid_shape=grid.shape, size=int(attrs["tile_size"]),
                         stride=int(attrs.get("tile_stride", attrs["tile_size"])))
     except (KeyError, ConfigError) as exc:
-        raise StoreLayoutError(f"tile_embedding lacks its tiling (grid_name, tile_size, tile_stride attributes): {exc}") from None
+        raise StoreLayoutError("tile_embedding lacks its tiling (grid_name, tile_size, tile_stride "
+                               f"attributes): {exc}") from None
     if tiling.shape != (emb.sizes["tile_y"], emb.sizes["tile_x"]):
         raise StoreLayoutError(f"tile_embedding has {emb.sizes['tile_y']}x{emb.sizes['tile_x']} tiles, but its "
                                f"tiling of the {grid.name} grid gives {tiling.shape[0]}x{tiling.shape[1]}")
@@ -248,8 +249,8 @@ def tile_neighbours(emb: xr.DataArray, k: int, *, exclude_window: Any = "24h", a
     out = out.drop_vars([c for c in out.coords if c not in out.dims])
     attrs = {"k": int(k), "mode": _mode(anywhere), "exclude_window": str(exclude_window),
              "metric": "squared euclidean"}
-    for name in out.data_vars:
-        out[name].attrs.update(attrs)
+    for var_name in out.data_vars:
+        out[var_name].attrs.update(attrs)
     return out
 
 
@@ -536,7 +537,7 @@ def tile_bounds(ds: xr.Dataset, ty: int, tx: int) -> tuple[float, float, float, 
             float(ds["tile_y_min"].values[ty]), float(ds["tile_y_max"].values[ty]))
 
 
-def _slot_image(ds: xr.Dataset, t: Any, lead: int) -> np.ndarray | None:
+def _slot_image(ds: xr.Dataset, t: Any, lead: int | None) -> np.ndarray | None:
     if "refc" not in ds or t is None:
         return None
     img = np.asarray(ds["refc"].sel(time=t, lead_time=lead).values, dtype=np.float32)

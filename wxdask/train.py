@@ -31,7 +31,7 @@ import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, cast
 
 import numpy as np
 
@@ -42,7 +42,6 @@ from wxdask.errors import ClusterError, ConfigError, ModelError, StoreLayoutErro
 
 if TYPE_CHECKING:  # pragma: no cover
     import dask.array as da
-    import keras
     import xarray as xr
     from distributed import Client
 
@@ -124,7 +123,7 @@ def holdout_mask(days: np.ndarray, every: int, anchor: np.datetime64) -> np.ndar
     >>> holdout_mask(d, 3, np.datetime64("2020-06-01")).astype(int).tolist()
     [1, 0, 0, 1, 0, 0, 1]
     """
-    index = (np.asarray(days, dtype="datetime64[D]") - np.datetime64(anchor, "D")).astype(np.int64)
+    index = (np.asarray(days, dtype="datetime64[D]") - np.datetime64(anchor, "D")).astype(np.int64)  # type: ignore[call-overload]  # numpy stubs lack datetime64(datetime64, unit)
     return index % int(every) == 0
 
 
@@ -290,7 +289,7 @@ def read_images_cached(store_cfg: StoreConfig, time_index: np.ndarray, lead_inde
         for j, i in enumerate(missing):
             got[i] = raw[j]
             cache.put(keys[i], raw[j])
-    return wxmodel.scale_raw(np.stack(got), clip_max)[..., None]
+    return wxmodel.scale_raw(np.stack(cast(list[np.ndarray], got)), clip_max)[..., None]  # all filled now
 
 
 # ----------------------------------------------------------------------------- plan
@@ -477,7 +476,7 @@ def plan_training(ds: xr.Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig
 
 
 def _iso(t: np.datetime64) -> str:
-    return str(np.datetime64(t, "h"))
+    return str(np.datetime64(t, "h"))  # type: ignore[call-overload]  # numpy stubs lack datetime64(datetime64, unit)
 
 
 # ----------------------------------------------------------------------------- Keras pieces
@@ -487,7 +486,10 @@ def _iso(t: np.datetime64) -> str:
 def _keras_classes() -> tuple[type, type, type]:
     keras = wxmodel._keras()
 
-    class StoreBatches(keras.utils.PyDataset):
+    PyDataset: Any = keras.utils.PyDataset
+    Callback: Any = keras.callbacks.Callback
+
+    class StoreBatches(PyDataset):
         """Batches ``(x, x)`` of scaled images read from the store, shuffled by ``(seed, epoch)``."""
 
         def __init__(self, store_cfg: StoreConfig, slots: tuple[np.ndarray, np.ndarray], batch_size: int,
@@ -518,7 +520,7 @@ def _keras_classes() -> tuple[type, type, type]:
                                    self.cache)
             return x, x
 
-    class EpochSetter(keras.callbacks.Callback):
+    class EpochSetter(Callback):
         """Tell the datasets which epoch starts (before the backend starts reading it)."""
 
         def __init__(self, datasets: Sequence[Any]) -> None:
@@ -529,7 +531,7 @@ def _keras_classes() -> tuple[type, type, type]:
             for d in self.datasets:
                 d.set_epoch(epoch)
 
-    class Checkpointer(keras.callbacks.Callback):
+    class Checkpointer(Callback):
         """Save ``checkpoint-<epoch>.keras`` (with optimizer state), then ``checkpoint.json``, after every epoch."""
 
         def __init__(self, model_dir: Path, record: dict, epochs: int) -> None:
@@ -566,7 +568,8 @@ def _save_model(model: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def make_datasets(store_cfg: StoreConfig, plan: TrainPlan, train_cfg: TrainConfig, *, workers: int | None = None) -> tuple[Any, Any]:
+def make_datasets(store_cfg: StoreConfig, plan: TrainPlan, train_cfg: TrainConfig, *,
+                  workers: int | None = None) -> tuple[Any, Any]:
     """The training (shuffled) and held-out (in order) ``PyDataset`` of a plan.
 
     ``workers=None`` picks 1 under the tensorflow backend (tf.data prefetches)

@@ -264,7 +264,8 @@ def write_archive(
         outside = sorted(set(chosen) - slots)
         if outside:
             t, lead = outside[0]
-            raise ConfigError(f"{label} slot {t}/{lead} is not in the archive ({t0} .. {t1} exclusive, leads {list(leads)})")
+            raise ConfigError(f"{label} slot {t}/{lead} is not in the archive ({t0} .. {t1} exclusive, leads "
+                              f"{list(leads)})")
     fs, root = _archive_root(out, storage_options)
     written: list[str] = []
     total = len(slots) - len(skip)

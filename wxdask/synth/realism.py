@@ -118,7 +118,9 @@ def object_moments(field: np.ndarray, threshold: float = 20.0) -> tuple[np.ndarr
     index = np.arange(1, n + 1)
     rows, cols = np.indices(labels.shape, dtype=np.float64)
     count = ndimage.sum_labels(np.ones(labels.shape), labels, index)
-    moments = [ndimage.sum_labels(a, labels, index) / count for a in (rows, cols, rows * rows, cols * cols, rows * cols)]
+    moments = [
+        ndimage.sum_labels(a, labels, index) / count for a in (rows, cols, rows * rows, cols * cols, rows * cols)
+    ]
     my, mx, myy, mxx, mxy = moments
     vyy, vxx, vxy = myy - my * my + 1 / 12, mxx - mx * mx + 1 / 12, mxy - mx * my
     half_trace, det = (vyy + vxx) / 2, vyy * vxx - vxy * vxy

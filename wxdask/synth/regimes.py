@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -240,6 +240,10 @@ def _envelope(a: np.ndarray) -> np.ndarray:
     return np.sin(np.pi * a**0.6)
 
 
-def _smoothstep(x: np.ndarray) -> np.ndarray:
+@overload
+def _smoothstep(x: float) -> float: ...
+@overload
+def _smoothstep(x: np.ndarray) -> np.ndarray: ...
+def _smoothstep(x):
     x = np.clip(x, 0.0, 1.0)
     return x * x * (3 - 2 * x)

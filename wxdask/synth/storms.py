@@ -100,7 +100,15 @@ def _storms(seed: int, t: int, lead: int) -> dict[str, np.ndarray]:
     life = src["life_lo"][isrc] + (src["life_hi"][isrc] - src["life_lo"][isrc]) * p[:, 0]
     age = (t - hb).astype(np.float64)
     alive = age < life
-    ident, hb, ep, isrc, life, age, p = ident[alive], hb[alive], ep[alive], isrc[alive], life[alive], age[alive], p[alive]
+    ident, hb, ep, isrc, life, age, p = (
+        ident[alive],
+        hb[alive],
+        ep[alive],
+        isrc[alive],
+        life[alive],
+        age[alive],
+        p[alive],
+    )
     # Birth position: the source's region, shifted for this episode.
     shift = (2 * _draw(_hash(seed, _T_EPISODE, ep, isrc), 2) - 1) * _EPISODE_JITTER_M
     r, phi = np.sqrt(p[:, 1]), 2 * np.pi * p[:, 2]
@@ -216,7 +224,9 @@ def _band_blobs(seed: int, t: int, lead: int) -> _Blobs:
     starts, regimes = _episodes(seed)
     k_now = int(_episode_of(seed, np.array([t]))[0])
     parts = []
-    episode_bands = [(k, bi, band) for k in (k_now - 1, k_now) for bi, band in enumerate(_REGIMES[int(regimes[k])].bands)]
+    episode_bands = [
+        (k, bi, band) for k in (k_now - 1, k_now) for bi, band in enumerate(_REGIMES[int(regimes[k])].bands)
+    ]
     for k, bi, band in episode_bands:
         start, end = int(starts[k]), int(starts[k + 1])
         fade = _smoothstep((t - start) / _BAND_FADE_H) * _smoothstep((end + _BAND_FADE_H - t) / _BAND_FADE_H)
@@ -242,7 +252,9 @@ def _band_blobs(seed: int, t: int, lead: int) -> _Blobs:
         j = np.arange(_BAND_BLOBS)
         uj = _draw(_chain(ident, 1, j), 6)
         frac = (j + 0.5) / _BAND_BLOBS - 0.5
-        across = bend * (1 - 4 * frac**2) + width * 0.6 * np.sin(2 * np.pi * (uj[:, 0] + hours / (8.0 + 8.0 * uj[:, 1])))
+        across = bend * (1 - 4 * frac**2) + width * 0.6 * np.sin(
+            2 * np.pi * (uj[:, 0] + hours / (8.0 + 8.0 * uj[:, 1]))
+        )
         px = cx + frac * length * ca - across * sa
         py = cy + frac * length * sa + across * ca
         peak = band.dbz[0] + (band.dbz[1] - band.dbz[0]) * uj[:, 2]
