@@ -246,7 +246,7 @@ def score_store(store_cfg: "StoreConfig", encoder: "Predictor", scaled: Callable
     while (ny // f) * (nx // f) > PIXEL_MAX_POINTS:
         f += 1
     n = times.size
-    vectors = {"embedding": None, "pca": None, "pixel": None}
+    vectors: dict[str, np.ndarray] = {}
     for b0 in range(0, ok_pos.size, batch):
         pos = ok_pos[b0 : b0 + batch]
         raw = store.read_slots(store_cfg, pos, np.full(pos.size, li))
@@ -257,7 +257,7 @@ def score_store(store_cfg: "StoreConfig", encoder: "Predictor", scaled: Callable
             "pixel": _block_mean(x.reshape(pos.size, ny, nx), f).astype(np.float32),
         }
         for name, v in parts.items():
-            if vectors[name] is None:
+            if name not in vectors:
                 vectors[name] = np.full((n, v.shape[1]), np.nan, dtype=np.float32)
             vectors[name][pos] = v
     days = times.astype("datetime64[h]") + np.timedelta64(int(ds["lead_time"].values[li]), "h")
@@ -272,8 +272,7 @@ def score_store(store_cfg: "StoreConfig", encoder: "Predictor", scaled: Callable
             cache[p] = np.clip(raw.astype(np.float32) * np.float32(0.0625), 0.0, clip_max)
         return cache[p]
 
-    spaces = {k: v for k, v in vectors.items() if v is not None}
-    methods = score_methods(image, times, queries, cand, spaces, window_h, horizon, seed) if queries.size else {}
+    methods = score_methods(image, times, queries, cand, vectors, window_h, horizon, seed) if queries.size else {}
     return {"lead_time": int(ds["lead_time"].values[li]), "window_h": int(window_h), "horizon": int(horizon),
             "n_queries": int(queries.size), "pixel_block": f, "methods": methods}
 
