@@ -144,7 +144,7 @@ def _tiles(cfg: Config, client, times: np.ndarray, out: Path) -> list[str]:
     lat, lon = float(ds["tile_latitude"].values[ty, tx]), float(ds["tile_longitude"].values[ty, tx])
     result = tile_search.query_tile(cfg, client, lat=lat, lon=lon, time=when, lead=0)
     lines.append(f"analogs anywhere of the stormiest tile, {np.datetime_as_string(when, unit='h')} at "
-                 f"{lat:.1f}N {lon:.1f}E:")
+                 f"{lat:.1f}N {abs(lon):.1f}{'W' if lon < 0 else 'E'}:")
     lines.append(tile_search.format_tile_table(result))
     lines.append(f"query tile and analogs: {tile_search.plot_tile_query(cfg, result, str(out / 'tile-analogs.png'))}")
     lines.append(f"tile regimes at that time: "
