@@ -15,7 +15,6 @@ Steps, each timed and printed:
 from __future__ import annotations
 
 import argparse
-import logging
 import multiprocessing
 import os
 import sys
@@ -23,11 +22,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
-T0 = time.perf_counter()
-
-
-def say(msg: str) -> None:
-    print(f"[{time.perf_counter() - T0:6.1f} s] {msg}", flush=True)
+from _gpu_bench import T0, say, start  # noqa: F401 - the drivers' shared start (scripts/ is on sys.path)
 
 
 def _field(args: tuple) -> object:
@@ -90,29 +85,15 @@ def main() -> int:
     p.add_argument("--workdir", default="/tmp/wxdask-bench-gpu")
     p.add_argument("--allow-cpu", action="store_true", help="run without a GPU (dry run)")
     args = p.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("wxdask").setLevel(logging.INFO)
-
-    import jax
+    work = start(args.workdir, args.allow_cpu)
+    if work is None:
+        return 2
     import keras
     import numpy as np
 
     from wxdask import embed, models, store
     from wxdask.client import gpu_workers, make_client
     from wxdask.config import Config
-
-    devices = jax.devices()
-    say(f"keras {keras.__version__} backend {keras.backend.backend()}, jax {jax.__version__} devices {devices}")
-    if devices[0].platform != "gpu" and not args.allow_cpu:
-        print("no GPU visible to jax (use --allow-cpu for a dry run)", file=sys.stderr)
-        return 2
-
-    work = Path(args.workdir)
-    if work.exists():
-        import shutil
-
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
     threads = max(4, os.cpu_count() or 4)
     big = build_store(str(work / "big.zarr"), args.images, args.grid, args.distinct, threads)
     say(f"store: {args.images} images of {args.grid} written")
