@@ -51,11 +51,14 @@ def build_store(url: str, n: int, grid_name: str, distinct: int, threads: int) -
         fields = list(pool.map(_field, [(0, w, grid_name) for w in whens]))
     ok = np.int8(ingest.STATUS["ok"])
 
-    def write(i: int) -> None:
-        store.write_region(cfg, {"refc": fields[i % distinct], "grib_bytes": np.int32(400_000), "status": ok}, (i, 0))
+    def write(i: int) -> None:  # one image per chunk: threads never share one
+        store.write_region(cfg, {"refc": fields[i % distinct]}, (i, 0))
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(write, range(n)))
+    # the small per-slot arrays are sharded (one object holds many slots): written whole, once, last
+    store.write_region(cfg, {"grib_bytes": np.full((n, 1), 400_000, np.int32), "status": np.full((n, 1), ok)},
+                       (slice(None), slice(None)))
     return cfg
 
 
