@@ -194,3 +194,21 @@ def test_a_commit_killed_midway_is_finished_by_the_next_writer(tmp_path, monkeyp
     np.testing.assert_array_equal(ds.n.values, 2.0)
     np.testing.assert_array_equal(ds.m.values, -2.0)
     store.recover(cfg)  # nothing pending: a no-op
+
+
+def test_write_variables_on_an_object_store(local_s3):
+    """The staged commit on S3 (a real server on loopback): copies, then deletes, every object."""
+    import s3fs
+
+    opts = local_s3.writer_options()
+    local_s3.create_bucket("stores")
+    fs = s3fs.S3FileSystem(**opts, skip_instance_cache=True)
+    cfg = StoreConfig(url="s3://stores/s.zarr", storage_options=opts)
+    store.init_output(cfg, _template(HOURS), ENC)
+    store.write_variables(cfg, _ranked(3).chunk({"time": 2}), attrs={"k": 3})
+    store.write_variables(cfg, _ranked(5, 2.0).chunk({"time": 2}), attrs={"k": 5})
+    ds = store.open_store(cfg)
+    assert ds.sizes["rank"] == 5 and ds.attrs["k"] == 5
+    np.testing.assert_array_equal(ds.n.values, 2.0)
+    fs.invalidate_cache()
+    assert not fs.exists("stores/s.zarr.wxdask/staging") or not fs.find("stores/s.zarr.wxdask/staging")

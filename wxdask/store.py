@@ -654,7 +654,7 @@ def write_variables(cfg: StoreConfig, ds: xr.Dataset, *, encoding: dict | None =
         out.to_zarr(staged.url, mode="w-", encoding=encoding or {}, zarr_format=3, consolidated=False,
                     storage_options=staged.storage_options or None)
     except BaseException:
-        _remove(staged)
+        discard(staged)
         raise
     for name in names:
         if name in existing.data_vars:
@@ -684,13 +684,21 @@ def staging(cfg: StoreConfig) -> StoreConfig:
 
 def _remove(cfg: StoreConfig) -> None:
     fs, path = _fs_and_path(cfg)
+    fs.invalidate_cache(path)
     if fs.exists(path):
         fs.rm(path, recursive=True)
 
 
 def discard(staged: StoreConfig) -> None:
-    """Remove a staging store (from :func:`staging`) that will not be committed."""
-    _remove(staged)
+    """Remove a staging store (from :func:`staging`) that will not be committed.
+
+    Never raises: a task of the failed computation may still be writing into it
+    (the next writer's :func:`recover` removes what is left).
+    """
+    try:
+        _remove(staged)
+    except OSError as exc:
+        logger.warning("could not remove the staging store %s yet (%s); the next run removes it", staged.url, exc)
 
 
 def commit(cfg: StoreConfig, staged: StoreConfig, names: Iterable[str], *, attrs: dict | None = None,
@@ -733,9 +741,33 @@ def recover(cfg: StoreConfig) -> None:
     _apply(cfg, journal)
 
 
+def _move_array(fs: fsspec.AbstractFileSystem, src: str, dst: str) -> None:
+    """Move one array's objects from ``src`` to ``dst`` (replacing ``dst``); safe to repeat after a kill.
+
+    A local directory is renamed. On an object store every object is copied
+    first, then the source's ``zarr.json`` is deleted (from then on the move is
+    done: a repeat skips it), then the rest of the source.
+    """
+    if fs.exists(dst):
+        fs.rm(dst, recursive=True)
+    if "file" in fs.protocol or "local" in fs.protocol:
+        fs.mv(src, dst, recursive=True)
+        return
+    fs.invalidate_cache()
+    keys = sorted(fs.find(src), key=lambda k: k.endswith("/zarr.json"))  # metadata last
+    for key in keys:
+        fs.copy(key, dst + key[len(src):])
+    fs.rm(f"{src}/zarr.json")
+    rest = [k for k in keys if not k.endswith(f"{src}/zarr.json")]
+    if rest:
+        fs.rm(rest)
+    fs.invalidate_cache()
+
+
 def _apply(cfg: StoreConfig, journal: dict) -> None:
     """Carry out a journal's move; safe to repeat after a kill at any point."""
     fs, path = _fs_and_path(cfg)
+    fs.invalidate_cache()  # workers wrote the staging store: this process's listings are stale
     staged = StoreConfig(url=journal["staging"], storage_options=cfg.storage_options)
     _, src_root = _fs_and_path(staged)
     for name in journal.get("drop", ()):
@@ -746,9 +778,7 @@ def _apply(cfg: StoreConfig, journal: dict) -> None:
         src, dst = f"{src_root}/{name}", f"{path.rstrip('/')}/{name}"
         if not fs.exists(f"{src}/zarr.json"):
             continue  # moved already
-        if fs.exists(dst):
-            fs.rm(dst, recursive=True)
-        fs.mv(src, dst, recursive=True)
+        _move_array(fs, src, dst)
     if journal["attrs"]:
         _group(cfg).attrs.update(journal["attrs"])
     consolidate(cfg)
