@@ -50,8 +50,10 @@ def test_make_store_has_the_ingested_layout(tmp_path):
         assert a[name].dims == b[name].dims, name
         assert a[name].dtype == b[name].dtype, name
     assert b["lead_time"].dtype == np.int16
+    assert a["refc"].encoding["chunks"][:2] == b["refc"].encoding["chunks"][:2] == (1, 1)  # one image per chunk
     for name in ("refc", "status", "grib_bytes"):
-        assert a[name].encoding["chunks"][:2] == b[name].encoding["chunks"][:2] == (1, 1), name
+        assert a[name].encoding["chunks"][:2] == b[name].encoding["chunks"][:2], name
+        assert a[name].encoding.get("shards") == b[name].encoding.get("shards"), name
         assert a[name].attrs.get("scale_factor") == b[name].attrs.get("scale_factor"), name
     assert a["status"].attrs["flag_meanings"] == b["status"].attrs["flag_meanings"]
     assert b["status"].values.tolist() == [[1, 1], [1, 2]]  # ok, and absent where the image is missing

@@ -55,10 +55,8 @@ def snapshot(path: str | Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def base_store(tmp_path_factory):
-    from test_train import synthetic_store
-
-    store = copy_store(synthetic_store(tmp_path_factory), tmp_path_factory.mktemp("tiles") / "s.zarr")
+def base_store(tmp_path_factory, coarse_6d_store):
+    store = copy_store(coarse_6d_store, tmp_path_factory.mktemp("tiles") / "s.zarr")
     wxstore.write_region(store, {"status": np.int8(2)}, ABSENT)
     wxstore.consolidate(store)
     return store
