@@ -1,7 +1,9 @@
 """The analog explorer: its numpy query against an oracle, its endpoints over HTTP, the page in Chromium.
 
 One store per module, built by the real stages (ingest of a synthetic archive with a missing hour
-and a corrupt message, train for one epoch, evaluate, embed, decode, search, interpolate, cluster).
+and a corrupt message, train for one epoch, evaluate, embed, decode, search, interpolate, cluster),
+plus tile embeddings computed from the stored images (per-tile statistics; NaN for clear-sky tiles)
+written with ``store.write_variables``, and tile regimes by the real ``cluster --tiles`` stage.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ START, END = "2019-06-01T00", "2019-06-05T00"
 MISSING = "2019-06-02T05"
 CORRUPT = "2019-06-03T07"
 WINDOW = "6h"
+TILE_SIZE = 16  # 4 x 7 tiles of the 66 x 112 coarse grid (one margin row at the top and the bottom)
+TILE_ECHO = 0.25  # tiles with less echo than this have no embedding (clear sky)
 CHROMIUM = os.environ.get("WXDASK_CHROMIUM", "/usr/bin/chromium")
 
 
@@ -58,6 +62,7 @@ def stores(tmp_path_factory, client):
         "interpolate": {"n_decode": 1}, "kmeans": {"k": 3, "plot": str(base / "centroids.png")},
     })
     pipeline.run(cfg, client, ["train", "evaluate", "embed", "decode", "search", "interpolate", "cluster"])
+    add_tiles(cfg, client)
     shutil.copytree(full, base / "no_model.zarr")
     store.set_attrs(StoreConfig(url=str(base / "no_model.zarr")), {"model_dir": str(base / "gone")},
                     variable="embedding")
@@ -66,6 +71,46 @@ def stores(tmp_path_factory, client):
     yield paths
     for name, p in paths.items():  # no view ever writes to a store
         assert tree_digest(p) == digests[name], f"the explorer changed the {name} store"
+
+
+def tile_features(refc: np.ndarray, tiling) -> np.ndarray:
+    """A stand-in tile embedding: per tile mean, max, std (dBZ / 10) and echo share; NaN for clear sky."""
+    from wxdask.tiles import echo_fraction_block, tiles_block
+
+    tiles = tiles_block(refc, tiling).astype(np.float64)  # (..., ty, tx, s, s)
+    with np.errstate(invalid="ignore"), __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("ignore", RuntimeWarning)
+        clipped = np.clip(tiles, 0, 60)
+        feats = np.stack([np.nanmean(clipped, axis=(-2, -1)) / 10, np.nanmax(clipped, axis=(-2, -1)) / 10,
+                          np.nanstd(clipped, axis=(-2, -1)) / 10, echo_fraction_block(refc, tiling) * 4], axis=-1)
+    frac = echo_fraction_block(refc, tiling)
+    feats[~(frac >= TILE_ECHO)] = np.nan
+    return feats.astype(np.float32)
+
+
+def add_tiles(cfg: Config, client) -> None:
+    """tile_embedding (and its coordinates and tiling attributes) from the stored images, then tile regimes."""
+    import dataclasses
+
+    from wxdask import tile_regimes, tile_search
+    from wxdask.grid import COARSE
+    from wxdask.tiles import Tiling, tile_coords
+
+    ds = xr.open_zarr(cfg.store.url, consolidated=False)
+    tiling = Tiling(COARSE.shape, TILE_SIZE, TILE_SIZE)
+    e = tile_features(ds["refc"].values, tiling)
+    coords = {name: xr.Variable(dims, values) for name, (dims, values) in tile_coords(COARSE, tiling).items()}
+    attrs = {"model_hash": "stand-in", "model_dir": "/nonexistent", "tile_size": tiling.size,
+             "tile_stride": tiling.stride, "tile_offset": list(tiling.offset), "echo_threshold": TILE_ECHO,
+             "grid_name": COARSE.name}
+    tiles = xr.Dataset({"tile_embedding": (tile_search.TILE_DIMS + ("latent",), e, attrs)},
+                       coords={"time": ds["time"].values, "lead_time": ds["lead_time"].values, **coords})
+    tiles = tiles.reset_coords()  # write_variables writes variables (and dim coordinates): bounds and centres too
+    store.write_variables(cfg.store, tiles.chunk({"time": 24}), attrs={"tile_search_k": 5,
+                                                                       "tile_search_exclude_window": WINDOW})
+    tcfg = dataclasses.replace(cfg, tiles=dataclasses.replace(cfg.tiles, n_clusters=3))
+    tile_regimes.run(tcfg, client, plot=str(Path(cfg.store.url).with_name("tile-centroids.png")))
+    store.consolidate(cfg.store)
 
 
 class Server:
