@@ -17,6 +17,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -78,8 +79,8 @@ def tile_features(refc: np.ndarray, tiling) -> np.ndarray:
     from wxdask.tiles import echo_fraction_block, tiles_block
 
     tiles = tiles_block(refc, tiling).astype(np.float64)  # (..., ty, tx, s, s)
-    with np.errstate(invalid="ignore"), __import__("warnings").catch_warnings():
-        __import__("warnings").simplefilter("ignore", RuntimeWarning)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN tiles of slots without an image
         clipped = np.clip(tiles, 0, 60)
         feats = np.stack([np.nanmean(clipped, axis=(-2, -1)) / 10, np.nanmax(clipped, axis=(-2, -1)) / 10,
                           np.nanstd(clipped, axis=(-2, -1)) / 10, echo_fraction_block(refc, tiling) * 4], axis=-1)
@@ -674,7 +675,8 @@ def test_page_map_click_queries_the_tile(browser, servers, ds):
         page.fill("#tile-window", window)
         page.fill("#tile-k", str(k))
         click_map_at(page, s, t, lead, lat, lon)
-        assert page.locator("#tile-query").get_attribute("data-state") == "ok", page.locator("#tile-message").inner_text()
+        state = page.locator("#tile-query").get_attribute("data-state")
+        assert state == "ok", page.locator("#tile-message").inner_text()
         assert (int(page.locator("#tile-query").get_attribute("data-tile-y")),
                 int(page.locator("#tile-query").get_attribute("data-tile-x"))) == (ty, tx)
         assert f"tile ({ty}, {tx})" in page.locator("#tile-query").inner_text()
