@@ -1,7 +1,9 @@
 """The analog explorer: its numpy query against an oracle, its endpoints over HTTP, the page in Chromium.
 
 One store per module, built by the real stages (ingest of a synthetic archive with a missing hour
-and a corrupt message, train for one epoch, evaluate, embed, decode, search, interpolate, cluster).
+and a corrupt message, train for one epoch, evaluate, embed, decode, search, interpolate, cluster),
+plus tile embeddings computed from the stored images (per-tile statistics; NaN for clear-sky tiles)
+written with ``store.write_variables``, and tile regimes by the real ``cluster --tiles`` stage.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,8 @@ START, END = "2019-06-01T00", "2019-06-05T00"
 MISSING = "2019-06-02T05"
 CORRUPT = "2019-06-03T07"
 WINDOW = "6h"
+TILE_SIZE = 16  # 4 x 7 tiles of the 66 x 112 coarse grid (one margin row at the top and the bottom)
+TILE_ECHO = 0.25  # tiles with less echo than this have no embedding (clear sky)
 CHROMIUM = os.environ.get("WXDASK_CHROMIUM", "/usr/bin/chromium")
 
 
@@ -58,6 +63,7 @@ def stores(tmp_path_factory, client):
         "interpolate": {"n_decode": 1}, "kmeans": {"k": 3, "plot": str(base / "centroids.png")},
     })
     pipeline.run(cfg, client, ["train", "evaluate", "embed", "decode", "search", "interpolate", "cluster"])
+    add_tiles(cfg, client)
     shutil.copytree(full, base / "no_model.zarr")
     store.set_attrs(StoreConfig(url=str(base / "no_model.zarr")), {"model_dir": str(base / "gone")},
                     variable="embedding")
@@ -66,6 +72,49 @@ def stores(tmp_path_factory, client):
     yield paths
     for name, p in paths.items():  # no view ever writes to a store
         assert tree_digest(p) == digests[name], f"the explorer changed the {name} store"
+
+
+def tile_features(refc: np.ndarray, tiling) -> np.ndarray:
+    """A stand-in tile embedding: per tile mean, max, std (dBZ / 10) and echo share; NaN for clear sky."""
+    from wxdask.tiles import echo_fraction_block, tiles_block
+
+    tiles = tiles_block(refc, tiling).astype(np.float64)  # (..., ty, tx, s, s)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN tiles of slots without an image
+        clipped = np.clip(tiles, 0, 60)
+        feats = np.stack([np.nanmean(clipped, axis=(-2, -1)) / 10, np.nanmax(clipped, axis=(-2, -1)) / 10,
+                          np.nanstd(clipped, axis=(-2, -1)) / 10, echo_fraction_block(refc, tiling) * 4], axis=-1)
+    frac = echo_fraction_block(refc, tiling)
+    feats[~(frac >= TILE_ECHO)] = np.nan
+    return feats.astype(np.float32)
+
+
+def add_tiles(cfg: Config, client) -> None:
+    """tile_embedding (and its coordinates and tiling attributes) from the stored images, then tile regimes."""
+    import dataclasses
+
+    from wxdask import tile_regimes, tile_search
+    from wxdask.grid import COARSE
+    from wxdask.tiles import Tiling, tile_coords
+
+    ds = xr.open_zarr(cfg.store.url, consolidated=False)
+    tiling = Tiling(COARSE.shape, TILE_SIZE, TILE_SIZE)
+    feats = tile_features(ds["refc"].values, tiling)
+    # as wide as the store's latent dim (shared with the whole-image embedding): a fixed mix of the features
+    mix = np.random.default_rng(7).normal(size=(feats.shape[-1], ds.sizes["latent"])).astype(np.float32)
+    e = (feats @ mix).astype(np.float32)
+    coords = {name: xr.Variable(dims, values) for name, (dims, values) in tile_coords(COARSE, tiling).items()}
+    attrs = {"model_hash": "stand-in", "model_dir": "/nonexistent", "tile_size": tiling.size,
+             "tile_stride": tiling.stride, "tile_offset": list(tiling.offset), "echo_threshold": TILE_ECHO,
+             "grid_name": COARSE.name}
+    tiles = xr.Dataset({"tile_embedding": (tile_search.TILE_DIMS + ("latent",), e, attrs)},
+                       coords={"time": ds["time"].values, "lead_time": ds["lead_time"].values, **coords})
+    tiles = tiles.reset_coords()  # write_variables writes variables (and dim coordinates): bounds and centres too
+    store.write_variables(cfg.store, tiles.chunk({"time": 24}), attrs={"tile_search_k": 5,
+                                                                       "tile_search_exclude_window": WINDOW})
+    tcfg = dataclasses.replace(cfg, tiles=dataclasses.replace(cfg.tiles, n_clusters=3))
+    tile_regimes.run(tcfg, client, plot=str(Path(cfg.store.url).with_name("tile-centroids.png")))
+    store.consolidate(cfg.store)
 
 
 class Server:
@@ -199,7 +248,8 @@ def test_summary_timeline_slot(servers, ds):
     summ = s.json("/api/summary")
     assert summ["n_times"] == ds.sizes["time"] and summ["leads"] == [0, 1]
     assert summ["has_embedding"] and summ["has_neighbors"] and summ["k"] == 5 and summ["n_clusters"] == 3
-    assert summ["exclude_window"] == WINDOW and summ["model_message"] is None and summ["tiles"] is False
+    assert summ["exclude_window"] == WINDOW and summ["model_message"] is None and summ["tiles"] is True
+    assert summ["has_tile_regimes"] and summ["tile_k"] == 5 and summ["tile_exclude_window"] == WINDOW
     tl = s.json("/api/timeline?lead=0")
     n = ds.sizes["time"]
     assert tl["n"] == n and len(tl["status"]) == n and len(tl["cluster"]) == n and len(tl["residual"]) == n
@@ -280,7 +330,15 @@ def test_pictures(servers, ds):
     ("/img/error.png?time=2019-06-02T06&lead=9", 404, "lead 9 is not in the store"),
     ("/img/../../etc/passwd", 404, "no such page"),
     ("/explore_static/index.html", 404, "no such page"),
-    ("/api/tiles?time=2019-06-02T06&lead=0", 404, "tile views are not built yet"),
+    ("/api/tiles?time=2019-06-02T06&lead=0", 400, "missing parameter 'lat'"),
+    ("/api/tiles?time=2019-06-02T06&lead=0&lat=abc&lon=-97", 400, "lat must be a number"),
+    ("/api/tiles?time=2019-06-02T06&lead=0&lat=0&lon=0", 400, "is off the coarse grid"),
+    ("/api/tiles?time=2019-06-02T06&lead=0&lat=35&lon=-97&mode=everywhere", 400, "mode must be one of"),
+    ("/api/tiles?time=2019-06-02T06&lead=0&lat=35&lon=-97&k=0", 400, "k must be"),
+    ("/api/tiles?time=2019-06-02T06&lead=0&lat=35&lon=-97&window=soon", 400, "window must be"),
+    ("/api/tiles?time=1999-01-01T00&lead=0&lat=35&lon=-97", 404, "not in the store"),
+    ("/img/tiles.png?time=2019-06-02T06&lead=0&lat=0&lon=0", 400, "is off the coarse grid"),
+    ("/img/tile_regimes.png?time=2019-06-02T06&lead=7", 404, "lead 7 is not in the store"),
 ])
 def test_bad_requests_are_4xx_with_a_message(servers, target, status, message):
     body = servers["full"].json(target, status)
@@ -343,6 +401,116 @@ def test_cli_no_store_is_one_line(tmp_path):
 
     res = CliRunner().invoke(main, ["explore", "--store", str(tmp_path / "nothing.zarr"), "--port", "0"])
     assert res.exit_code == 1 and "no wxdask store" in res.output
+
+
+# ----------------------------------------------------------------------------- tiles
+
+
+def tile_oracle(e: np.ndarray, hours: np.ndarray, ti: int, li: int, ty: int, tx: int, k: int, window: int,
+                anywhere: bool) -> list[tuple[int, int, int, int, float]]:
+    """Loop-by-loop brute force over tiles: ``(t, lead, tile_y, tile_x, sqdist)``, ties to the earlier tile."""
+    nt, nl, ny, nx, _ = e.shape
+    q = e[ti, li, ty, tx].astype(np.float64)
+    cand = []
+    for t in range(nt):
+        if window > 0 and abs(int(hours[t]) - int(hours[ti])) < window:
+            continue
+        for lead in range(nl):
+            for y in range(ny):
+                for x in range(nx):
+                    if (t, lead, y, x) == (ti, li, ty, tx) or (not anywhere and (y, x) != (ty, tx)):
+                        continue
+                    v = e[t, lead, y, x].astype(np.float64)
+                    if np.isfinite(v).all():
+                        cand.append((float(((v - q) ** 2).sum()), ((t * nl + lead) * ny + y) * nx + x, t, lead, y, x))
+    cand.sort()
+    return [(t, lead, y, x, d) for d, _, t, lead, y, x in cand[:k]]
+
+
+def tile_centre(ds: xr.Dataset, ty: int, tx: int) -> tuple[float, float]:
+    lon = float(ds["tile_longitude"].values[ty, tx])
+    return float(ds["tile_latitude"].values[ty, tx]), lon - 360 if lon > 180 else lon
+
+
+def tile_slots(ds: xr.Dataset, n: int) -> list[tuple[int, int, int, int]]:
+    """``n`` tiles with an embedding, spread over the archive: ``(time index, lead index, tile_y, tile_x)``."""
+    have = np.argwhere(np.isfinite(ds["tile_embedding"].values).all(axis=-1))
+    return [tuple(int(v) for v in have[j]) for j in np.linspace(0, len(have) - 1, n).astype(int)]
+
+
+def assert_tiles_equal(got: list[dict], want: list[tuple], times: np.ndarray, leads: list[int]) -> None:
+    assert [(n["time"], n["lead"], n["tile_y"], n["tile_x"]) for n in got] == \
+        [(str(times[t]), leads[lead], y, x) for t, lead, y, x, _ in want]
+    np.testing.assert_allclose([n["sqdist"] for n in got], [d for *_, d in want], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["same_place", "anywhere"])
+def test_tile_query_matches_the_oracle(servers, ds, mode):
+    from wxdask.grid import COARSE
+    from wxdask.tiles import Tiling, tile_of_point
+
+    s = servers["full"]
+    e = ds["tile_embedding"].values
+    times = ds["time"].values.astype("datetime64[h]")
+    hours = times.astype(np.int64)
+    leads = ds["lead_time"].values.tolist()
+    tiling = Tiling(COARSE.shape, TILE_SIZE, TILE_SIZE)
+    checked = 0
+    for ti, li, ty, tx in tile_slots(ds, 4):
+        lat, lon = tile_centre(ds, ty, tx)
+        assert tile_of_point(COARSE, tiling, lat, lon) == (ty, tx)
+        for window, w_hours in [("0", 0), (WINDOW, 6), ("2d", 48)]:
+            res = s.json(f"/api/tiles?time={times[ti]}&lead={leads[li]}&lat={lat}&lon={lon}&mode={mode}"
+                         f"&k=5&window={window}")
+            assert res["tile"]["tile_y"] == ty and res["tile"]["tile_x"] == tx and res["mode"] == mode
+            assert res["tile"]["latitude"] == pytest.approx(lat) and res["window_hours"] == w_hours
+            b = res["tile"]["bounds_latlon"]
+            assert b["lat_min"] < lat < b["lat_max"] and b["lon_min"] < lon < b["lon_max"]
+            want = tile_oracle(e, hours, ti, li, ty, tx, 5, w_hours, mode == "anywhere")
+            assert_tiles_equal(res["neighbors"], want, times, leads)
+            checked += len(want)
+            if mode == "same_place":
+                assert all((n["tile_y"], n["tile_x"]) == (ty, tx) for n in res["neighbors"])
+    assert checked > 20
+    # the default is the store's tile search settings (same place, its window, its k)
+    ti, li, ty, tx = tile_slots(ds, 4)[1]
+    lat, lon = tile_centre(ds, ty, tx)
+    res = s.json(f"/api/tiles?time={times[ti]}&lead={leads[li]}&lat={lat}&lon={lon}")
+    assert res["mode"] == "same_place" and res["k"] == 5 and res["window_hours"] == 6
+
+
+def test_tile_pictures_and_bad_points(servers, ds):
+    s = servers["full"]
+    times = ds["time"].values.astype("datetime64[h]")
+    ti, li, ty, tx = tile_slots(ds, 3)[1]
+    lat, lon = tile_centre(ds, ty, tx)
+    slot = f"time={times[ti]}&lead={li}"
+    for target in [f"/img/tiles.png?{slot}&lat={lat}&lon={lon}&mode=anywhere&k=3",
+                   f"/img/tile_regimes.png?{slot}"]:
+        code, ctype, body = s.get(target)
+        assert (code, ctype) == (200, "image/png"), (target, body[:300])
+        assert body[:8] == b"\x89PNG\r\n\x1a\n"
+    # the margin: the coarse grid's first row lies outside every 16-px tile
+    m_lat, m_lon = float(ds["latitude"].values[0, 56]), float(ds["longitude"].values[0, 56])
+    assert "in the grid's margin" in s.json(f"/api/tiles?{slot}&lat={m_lat}&lon={m_lon}", 400)["error"]
+    # a clear-sky tile has no embedding
+    e = ds["tile_embedding"].values
+    cy, cx = (int(v) for v in np.argwhere(~np.isfinite(e[ti, li]).all(axis=-1))[0])
+    c_lat, c_lon = tile_centre(ds, cy, cx)
+    body = s.json(f"/api/tiles?{slot}&lat={c_lat}&lon={c_lon}", 404)
+    assert "has no embedding" in body["error"] and "clear sky" in body["error"]
+    # where the map is: the stored panel's axes in the PNG, on latitude/longitude
+    smap = s.json(f"/api/slot_map?{slot}")
+    p = smap["panels"][0]
+    assert p["on_latlon"] and 0 < p["left"] < p["right"] < 1 and 0 < p["top"] < p["bottom"] < 1
+    assert p["x_min"] < float(np.nanmin(ds["longitude"].values - 360 * (ds["longitude"].values > 180))) + 1
+    assert p["y_min"] <= float(ds["latitude"].values.min()) and p["y_max"] >= float(ds["latitude"].values.max())
+    # a store without tile embeddings
+    bare = servers["bare"]
+    body = bare.json(f"/api/tiles?time=2019-06-02T06&lead=0&lat={lat}&lon={lon}", 409)
+    assert "no tile_embedding" in body["error"] and "wxdask embed --tiles" in body["error"]
+    assert "wxdask cluster --tiles" in bare.json("/img/tile_regimes.png?time=2019-06-02T06&lead=0", 409)["error"]
+    assert bare.json("/api/summary")["tiles"] is False
 
 
 # ----------------------------------------------------------------------------- the page in Chromium
@@ -467,4 +635,78 @@ def test_page_without_model_or_embeddings(browser, servers):
     assert "no embedding" in page.locator("#error").inner_text()
     assert "no clusters" in page.locator("#regimes-message").inner_text()
     assert errors == []
+    page.close()
+
+
+def click_map_at(page, s: Server, time: str, lead: int, lat: float, lon: float) -> None:
+    """Click the stored map of the slot's PNG at ``(lat, lon)``, placed with the server's axes (as a user would)."""
+    p = s.json(f"/api/slot_map?time={time}&lead={lead}")["panels"][0]
+    fx = p["left"] + (lon - p["x_min"]) / (p["x_max"] - p["x_min"]) * (p["right"] - p["left"])
+    fy = p["bottom"] - (lat - p["y_min"]) / (p["y_max"] - p["y_min"]) * (p["bottom"] - p["top"])
+    page.locator("#slot-img").scroll_into_view_if_needed()  # filling the tile controls scrolled down
+    box = page.locator("#slot-img").bounding_box()
+    page.evaluate("document.getElementById('tile-query').dataset.query = ''")
+    page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+    page.wait_for_function("document.getElementById('tile-query').dataset.query !== ''", timeout=60_000)
+
+
+def tiles_on_page(page) -> list[dict]:
+    return [{"time": b.get_attribute("data-time"), "lead": int(b.get_attribute("data-lead")),
+             "tile_y": int(b.get_attribute("data-tile-y")), "tile_x": int(b.get_attribute("data-tile-x")),
+             "sqdist": float(b.get_attribute("data-sqdist"))}
+            for b in page.locator("#tile-analogs button.tile-analog").all()]
+
+
+def test_page_map_click_queries_the_tile(browser, servers, ds):
+    s = servers["full"]
+    e = ds["tile_embedding"].values
+    times = ds["time"].values.astype("datetime64[h]")
+    hours = times.astype(np.int64)
+    leads = ds["lead_time"].values.tolist()
+    ti, li, ty, tx = tile_slots(ds, 5)[2]
+    t, lead = str(times[ti]), leads[li]
+    page, errors = open_page(browser, s.url + f"/#time={t}&lead={lead}")
+    page.wait_for_selector(f"#slot-title[data-time='{t}'][data-lead='{lead}']", timeout=60_000)
+    assert page.locator("#tiles").is_visible()
+    page.wait_for_function("document.getElementById('tile-regimes-img').naturalWidth > 0", timeout=60_000)
+    lat, lon = tile_centre(ds, ty, tx)
+    for mode, window, w_hours, k in [("same_place", WINDOW, 6, 5), ("anywhere", "0", 0, 4)]:
+        page.select_option("#tile-mode", mode)
+        page.fill("#tile-window", window)
+        page.fill("#tile-k", str(k))
+        click_map_at(page, s, t, lead, lat, lon)
+        state = page.locator("#tile-query").get_attribute("data-state")
+        assert state == "ok", page.locator("#tile-message").inner_text()
+        assert (int(page.locator("#tile-query").get_attribute("data-tile-y")),
+                int(page.locator("#tile-query").get_attribute("data-tile-x"))) == (ty, tx)
+        assert f"tile ({ty}, {tx})" in page.locator("#tile-query").inner_text()
+        page.wait_for_function("document.getElementById('tiles-img').naturalWidth > 0", timeout=60_000)
+        want = tile_oracle(e, hours, ti, li, ty, tx, k, w_hours, mode == "anywhere")
+        assert want
+        assert_tiles_equal(tiles_on_page(page), want, times, leads)
+    page.locator("#tiles").screenshot(path=str(ROOT / "docs" / "explorer-tiles.png"))
+
+    # bad points: the message on the page, nothing else shown
+    cy, cx = (int(v) for v in np.argwhere(~np.isfinite(e[ti, li]).all(axis=-1))[0])
+    m_lat, m_lon = float(ds["latitude"].values[0, 56]), float(ds["longitude"].values[0, 56])
+    for p_lat, p_lon, message in [(*tile_centre(ds, cy, cx), "has no embedding"), (m_lat, m_lon, "margin")]:
+        click_map_at(page, s, t, lead, p_lat, p_lon)
+        assert page.locator("#tile-query").get_attribute("data-state") == "error"
+        assert message in page.locator("#tile-message").inner_text()
+        assert page.locator("#tile-analogs button.tile-analog").count() == 0
+    page.locator("#slot-img").scroll_into_view_if_needed()
+    box = page.locator("#slot-img").bounding_box()  # the title above the maps is no map
+    page.evaluate("document.getElementById('tile-query').dataset.query = ''")
+    page.mouse.click(box["x"] + box["width"] * 0.25, box["y"] + 3)
+    page.wait_for_function("document.getElementById('tile-query').dataset.query === 'outside'", timeout=30_000)
+    assert "click inside a map" in page.locator("#tile-message").inner_text()
+    assert page.locator("#error").is_hidden()
+    assert all("status of 4" in e for e in errors), errors  # only the browser's own note on each 4xx
+    page.close()
+
+
+def test_page_hides_tiles_without_tile_embeddings(browser, servers):
+    page, errors = open_page(browser, servers["bare"].url + "/#time=2019-06-02T06&lead=0")
+    page.wait_for_selector("#slot-title[data-time='2019-06-02T06']", timeout=60_000)
+    assert page.locator("#tiles").is_hidden()
     page.close()

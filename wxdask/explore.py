@@ -24,9 +24,17 @@ image chunk). No request parameter reaches the filesystem: static files are a
 fixed table, times and leads must be ones the store holds. Bad requests get a
 4xx with a JSON ``{"error": ...}`` message, never a traceback.
 
-Tiles: the tile view plugs in at :meth:`Explorer.tile_view` (and the page's
-``#tiles`` section, kept hidden); tile embeddings do not exist yet, so it
-shows nothing.
+Tiles: where the store holds ``tile_embedding``, a click on the slot's map
+queries the tile there. The slot's PNG is drawn by :func:`wxdask.plots.image_panel`
+on linear longitude/latitude axes, and ``/api/slot_map`` answers where those
+axes lie in that PNG and their limits (recorded as it was drawn), so the page
+turns a click into ``(lon, lat)`` and asks ``/api/tiles?lat&lon`` for the tile
+holding it and its k analog tiles (:func:`wxdask.tile_search.query_tile`, the
+same search as ``wxdask search --tiles --time --lat --lon``);
+``/img/tiles.png`` outlines them on their maps
+(:func:`wxdask.tile_search.plot_tile_query`), ``/img/tile_regimes.png`` draws
+the slot's tiles in their regime's colour where ``tile_cluster`` exists
+(:func:`wxdask.tile_regimes.plot_regime_map`).
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from wxdask.config import StoreConfig
+from wxdask.config import Config, StoreConfig
 from wxdask.errors import WxdaskError
 
 __all__ = ["ExploreRequestError", "Explorer", "brute_force_query", "load_decoder", "make_server", "mosaic", "serve"]
@@ -67,8 +75,16 @@ MAX_K = 50
 ANALOG_COLUMNS = 4
 #: Pictures kept once drawn (least recently used out first); the store is read-only, so they stay right.
 PNG_CACHE = 64
+#: Tile queries kept once answered (least recently used out first).
+TILE_CACHE = 32
+#: Tile search modes the page offers (``query_tile``'s ``same-place`` and ``anywhere``).
+TILE_MODES = ("same_place", "anywhere")
 #: matplotlib's pyplot and a Keras model are not thread-safe: every render holds this lock.
 _RENDER_LOCK = threading.Lock()
+
+
+#: Parameters of a tile query: the slot, the point, the search.
+TILE_PARAMS = ("time", "lead", "lat", "lon", "mode", "k", "window")
 
 
 class ExploreRequestError(WxdaskError, ValueError):
@@ -273,6 +289,7 @@ class Explorer:
         self._model_lock = threading.Lock()
         self._cache: dict[str, Any] = {}
         self._pngs: OrderedDict[str, Response] = OrderedDict()  # the last PNG_CACHE pictures drawn
+        self._tiles: OrderedDict[tuple, Any] = OrderedDict()  # the last TILE_CACHE tile queries
         self.routes: dict[str, Callable[[dict[str, str]], Response]] = {
             "/api/summary": self.summary,
             "/api/timeline": self.timeline,
@@ -281,14 +298,18 @@ class Explorer:
             "/api/regimes": self.regimes,
             "/api/scores": self.scores,
             "/api/tiles": self.tile_view,
+            "/api/slot_map": self.slot_map,
             "/img/slot.png": self.slot_png,
+            "/img/tiles.png": self.tiles_png,
+            "/img/tile_regimes.png": self.tile_regimes_png,
             "/img/error.png": self.error_png,
             "/img/analogs.png": self.analogs_png,
             "/img/centroids.png": self.centroids_png,
         }
         self.params = {
             "/api/summary": (), "/api/regimes": (), "/api/scores": (), "/img/centroids.png": (),
-            "/api/timeline": ("lead",), "/api/slot": ("time", "lead"), "/api/tiles": ("time", "lead"),
+            "/api/timeline": ("lead",), "/api/slot": ("time", "lead"), "/api/slot_map": ("time", "lead"),
+            "/api/tiles": TILE_PARAMS, "/img/tiles.png": TILE_PARAMS, "/img/tile_regimes.png": ("time", "lead"),
             "/img/slot.png": ("time", "lead"), "/img/error.png": ("time", "lead"),
             "/api/query": ("time", "lead", "window", "k"), "/img/analogs.png": ("time", "lead", "window", "k"),
         }
@@ -401,7 +422,8 @@ class Explorer:
         missing = [n for n in names if n not in self.ds.variables]
         if missing:
             makers = {"embedding": "embed", "neighbor_time": "search", "cluster": "cluster",
-                      "centroid": "cluster", "refc": "ingest"}
+                      "centroid": "cluster", "refc": "ingest", "tile_embedding": "embed --tiles",
+                      "tile_cluster": "cluster --tiles"}
             hints = sorted({f"`wxdask {makers[n]}`" for n in missing if n in makers})
             raise ExploreRequestError(f"this store has no {', '.join(missing)}"
                                       + (f"; run {' and '.join(hints)} first" if hints else ""), status=409)
@@ -523,6 +545,11 @@ class Explorer:
             "model_message": model_msg,
             "status_names": {str(k): v for k, v in self._status_names().items()},
             "tiles": "tile_embedding" in self.ds.variables,
+            "has_tile_regimes": "tile_cluster" in self.ds.variables and "tile_embedding" in self.ds.variables,
+            "tile_k": int(self.ds.attrs.get("tile_search_k", 5)),
+            "tile_exclude_window": str(self.ds.attrs.get("tile_search_exclude_window",
+                                                         self.ds.attrs.get("search_exclude_window", "0"))),
+            "tile_mode": str(self.ds.attrs.get("tile_search_mode", "same-place")).replace("-", "_"),
         })
 
     def timeline(self, params: dict[str, str]) -> Response:
@@ -617,14 +644,117 @@ class Explorer:
                       "interpolation": interp or None, "interp_dbz_scores": attrs.get("interp_dbz_scores"),
                       "reconstruction_rmse": recon or None})
 
-    def tile_view(self, params: dict[str, str]) -> Response:
-        """Where the tile view plugs in (issue "Tiles"): nothing yet.
+    # -- tiles
 
-        When the store holds ``tile_embedding`` and friends (DESIGN.md), answer
-        here with the picked slot's tiles and their analogs, and fill the page's
-        ``#tiles`` section (``renderTiles`` in app.js).
-        """
-        raise ExploreRequestError("tile views are not built yet (no tile embeddings)", status=404)
+    def _float(self, params: dict[str, str], name: str) -> float:
+        if name not in params:
+            raise ExploreRequestError(f"missing parameter {name!r} (click a point on the map)")
+        text = params[name].strip()
+        if not re.fullmatch(r"[-+]?(\d{1,3}(\.\d{0,20})?|\.\d{1,20})", text):
+            raise ExploreRequestError(f"{name} must be a number of degrees like 35.2, got {params[name]!r}")
+        return float(text)
+
+    def _tile_query(self, params: dict[str, str]) -> tuple[Any, int, str, int]:
+        """``(TileResult, window hours, mode, k)`` of one tile query, by :func:`wxdask.tile_search.query_tile`."""
+        import dataclasses
+
+        from wxdask import tile_search
+        from wxdask.config import Config
+        from wxdask.errors import ConfigError, StoreLayoutError
+
+        self._need("tile_embedding")
+        ti, li = self._time(params), self._lead(params)
+        lat, lon = self._float(params, "lat"), self._float(params, "lon")
+        mode = params.get("mode", "same_place").strip().replace("-", "_")
+        if mode not in TILE_MODES:
+            raise ExploreRequestError(f"mode must be one of {', '.join(TILE_MODES)}, got {params['mode']!r}")
+        default_window = str(self.ds.attrs.get("tile_search_exclude_window",
+                                               self.ds.attrs.get("search_exclude_window", "0")))
+        window = parse_window(params.get("window", default_window))
+        k = self._k(params, int(self.ds.attrs.get("tile_search_k", 5)) or 5)
+        key = (ti, li, lat, lon, mode, k, window)
+        with self._lock:
+            if key in self._tiles:
+                self._tiles.move_to_end(key)
+                return self._tiles[key]
+        cfg = Config.from_dict({"dask": {"progress": False},
+                                "tiles": {"k": k, "exclude_window": f"{window}h", "anywhere": mode == "anywhere"}})
+        cfg = dataclasses.replace(cfg, store=self.cfg)
+        try:
+            result = tile_search.query_tile(cfg, None, lat=lat, lon=lon, time=str(self.times[ti]),
+                                            lead=self.leads[li])
+        except StoreLayoutError as exc:
+            raise ExploreRequestError(f"tile view is off: {exc}", status=409) from None
+        except ConfigError as exc:
+            msg = str(exc)
+            status = 404 if "no embedding" in msg else 400
+            raise ExploreRequestError(msg, status=status) from None
+        found = (result, window, mode, k)
+        with self._lock:
+            self._tiles[key] = found
+            while len(self._tiles) > TILE_CACHE:
+                self._tiles.popitem(last=False)
+        return found
+
+    def _tile_info(self, ty: int, tx: int) -> dict[str, Any]:
+        """One tile's index, centre and bounds (projection metres and the outline's lat/lon extent)."""
+        from wxdask import tile_search
+
+        def make() -> tuple:
+            return tile_search.store_tiling(self.ds["tile_embedding"])
+
+        grid, tiling = self._cached("tiling", make)
+        bounds = tile_search.tile_bounds(self.ds, ty, tx)
+        lons, lats = tile_search.tile_outline(grid, tiling, ty, tx, on_latlon=True, bounds=bounds)
+        info: dict[str, Any] = {"tile_y": ty, "tile_x": tx}
+        if "tile_latitude" in self.ds.variables and "tile_longitude" in self.ds.variables:
+            lon_c = float(self.ds["tile_longitude"].values[ty, tx])
+            info.update(latitude=float(self.ds["tile_latitude"].values[ty, tx]),
+                        longitude=lon_c - 360 if lon_c > 180 else lon_c)
+        if bounds is not None:
+            info["bounds_m"] = dict(zip(("x_min", "x_max", "y_min", "y_max"), bounds))
+        info["bounds_latlon"] = {"lat_min": float(lats.min()), "lat_max": float(lats.max()),
+                                 "lon_min": float(lons.min()), "lon_max": float(lons.max())}
+        return info
+
+    def tile_view(self, params: dict[str, str]) -> Response:
+        """The tile holding ``(lat, lon)`` at the slot and its k analog tiles (``mode``, ``window``, ``k``)."""
+        result, window, mode, k = self._tile_query(params)
+        neigh = []
+        for rank, row in enumerate(result.neighbors, start=1):
+            if row["index"] < 0:
+                continue
+            neigh.append({"rank": rank, "time": str(np.datetime64(row["time"], "h")), "lead": int(row["lead"]),
+                          "tile_y": int(row["tile_y"]), "tile_x": int(row["tile_x"]),
+                          "latitude": _finite(row["latitude"]), "longitude": _finite(row["longitude"]),
+                          "sqdist": _finite(row["sqdist"])})
+        ty, tx = result.tile
+        return _json({"time": str(np.datetime64(result.time, "h")), "lead": int(result.lead),
+                      "lat": float(params["lat"]), "lon": float(params["lon"]), "mode": mode,
+                      "window_hours": window, "k": k,
+                      "label": result.label, "tile": self._tile_info(ty, tx), "neighbors": neigh})
+
+    def tiles_png(self, params: dict[str, str]) -> Response:
+        """The query tile and its analog tiles outlined on their slots' maps."""
+        from wxdask import tile_search
+
+        result, *_ = self._tile_query(params)
+        cfg = Config(store=self.cfg)
+        buf = io.BytesIO()
+        with _RENDER_LOCK:
+            tile_search.plot_tile_query(cfg, result, buf)
+        return _png(buf)
+
+    def tile_regimes_png(self, params: dict[str, str]) -> Response:
+        """The slot's image with each tile outlined in its regime's colour (``tile_cluster``)."""
+        from wxdask import tile_regimes
+
+        self._need("tile_embedding", "tile_cluster")
+        ti, li = self._time(params), self._lead(params)
+        buf = io.BytesIO()
+        with _RENDER_LOCK:
+            tile_regimes.plot_regime_map(Config(store=self.cfg), str(self.times[ti]), buf, lead=self.leads[li])
+        return _png(buf)
 
     # -- pictures
 
@@ -643,11 +773,10 @@ class Explorer:
             note = str(exc)
         return img, decoded, note
 
-    def slot_png(self, params: dict[str, str]) -> Response:
-        """The slot's stored image and its decoded reconstruction, on the map."""
+    def _slot_render(self, ti: int, li: int) -> tuple[bytes, list[dict]]:
+        """The slot's PNG and where its maps lie in it (:func:`wxdask.plots.image_panel`'s ``axes_out``)."""
         from wxdask import plots
 
-        ti, li = self._time(params), self._lead(params)
         img, decoded, note = self._reconstruction(ti, li)
         name = f"{self.times[ti]} lead {self.leads[li]}"
         if img is None and decoded is None:
@@ -656,9 +785,27 @@ class Explorer:
         titles = [f"stored {name}" if img is not None else f"{name}: no stored image",
                   "decoded from the embedding" if decoded is not None else f"not decoded: {note[:60]}"]
         buf = io.BytesIO()
+        axes: list[dict] = []
         with _RENDER_LOCK:
-            plots.image_panel([img, decoded], titles, buf, latitude=lat, longitude=lon, ncols=2)
-        return _png(buf)
+            plots.image_panel([img, decoded], titles, buf, latitude=lat, longitude=lon, ncols=2, axes_out=axes)
+        with self._lock:
+            self._cache[f"slot_map/{ti}/{li}"] = axes
+        return buf.getvalue(), axes
+
+    def slot_png(self, params: dict[str, str]) -> Response:
+        """The slot's stored image and its decoded reconstruction, on the map."""
+        ti, li = self._time(params), self._lead(params)
+        return Response(200, "image/png", self._slot_render(ti, li)[0])
+
+    def slot_map(self, params: dict[str, str]) -> Response:
+        """Where the maps of ``/img/slot.png`` lie in it and their lon/lat limits (a click -> a point)."""
+        ti, li = self._time(params), self._lead(params)
+        with self._lock:
+            axes = self._cache.get(f"slot_map/{ti}/{li}")
+        if axes is None:
+            axes = self._slot_render(ti, li)[1]
+        return _json({"time": str(self.times[ti]), "lead": self.leads[li], "panels": axes,
+                      "tiles": "tile_embedding" in self.ds.variables})
 
     def error_png(self, params: dict[str, str]) -> Response:
         """Decoded minus stored (both clipped as the model sees them), on a diverging scale."""

@@ -76,6 +76,7 @@ def image_panel(
     suptitle: str | None = None,
     ncols: int | None = None,
     outlines: Sequence[Sequence[tuple[np.ndarray, np.ndarray, str]] | None] | None = None,
+    axes_out: list | None = None,
 ) -> _PathOrFile:
     """Write one PNG of reflectivity maps side by side, with one dBZ colour bar.
 
@@ -98,6 +99,14 @@ def image_panel(
         Per panel, ``None`` or lines ``(xs, ys, colour)`` drawn over the map, in
         longitude/latitude when the maps are drawn on them, else in grid cells
         (column, row); e.g. a tile's edge.
+    axes_out : list, optional
+        Filled, once the PNG is written, with one dict per drawn map: where its
+        axes lie in the PNG (``left``, ``right``, ``top``, ``bottom`` as shares
+        of the width and height, from the top left), its data limits
+        (``x_min``, ``x_max``, ``y_min``, ``y_max``: longitude/latitude when
+        ``on_latlon``, else grid column/row) and the PNG's ``width``/``height``
+        in pixels; the axes are linear, so a pixel maps back to a point
+        (the explorer's map clicks).
 
     Returns
     -------
@@ -167,6 +176,17 @@ def image_panel(
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     fig.savefig(path, dpi=100)
+    if axes_out is not None:  # positions after the draw: constrained layout and aspect applied
+        width, height = round(fig.get_figwidth() * 100), round(fig.get_figheight() * 100)  # at dpi=100
+        for i, (ax, img) in enumerate(zip(axes.ravel(), images)):
+            if img is None:
+                continue
+            box = ax.get_position()
+            (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+            axes_out.append({"panel": i, "left": box.x0, "right": box.x1, "top": 1.0 - box.y1,
+                             "bottom": 1.0 - box.y0, "x_min": float(x0), "x_max": float(x1),
+                             "y_min": float(y0), "y_max": float(y1), "on_latlon": bool(on_grid),
+                             "width": int(width), "height": int(height)})
     plt.close(fig)
     logger.info("wrote %s", path)
     return path

@@ -153,7 +153,7 @@ async function select(time, lead) {
   try {
     if (lead !== state.lead) { $("lead").value = String(lead); await loadTimeline(lead); }
     const info = await getJSON(`/api/slot?${q({time, lead})}`);
-    state.time = info.time; state.index = info.index;
+    state.time = info.time; state.index = info.index; state.slotMap = null;
     drawTimeline();
     const title = $("slot-title");
     title.textContent = `${info.time} UTC, lead ${info.lead} h`;
@@ -175,6 +175,7 @@ async function select(time, lead) {
     else $("error-img").removeAttribute("src");
     if (info.neighbors.length) await loadImage("analogs-img", `/img/analogs.png?${q({time: info.time, lead: info.lead})}`);
     else $("analogs-img").removeAttribute("src");
+    if (imgOk) await renderTiles();
     title.dataset.lead = info.lead;
     title.dataset.time = info.time;  // set last: tests wait on it
     return imgOk;
@@ -235,8 +236,100 @@ async function loadScores() {
   $("other-scores").innerHTML = other.join("");
 }
 
-// Tile view (issue "Tiles"): nothing until the store holds tile embeddings.
-function renderTiles() { /* plugs in here: fetch /api/tiles?time=&lead= and fill #tiles */ }
+// ---------------------------------------------------------------- tiles
+
+// A click on the slot's PNG -> (lon, lat): /api/slot_map says where each map's axes lie in the PNG
+// (shares of its width and height from the top left) and their limits; the axes are linear.
+function pointAt(fx, fy) {
+  const panels = (state.slotMap && state.slotMap.panels) || [];
+  for (const p of panels) {
+    if (fx < p.left || fx > p.right || fy < p.top || fy > p.bottom) continue;
+    if (!p.on_latlon) return {error: "this store's maps are not on latitude/longitude: no tile view"};
+    return {lon: p.x_min + (fx - p.left) / (p.right - p.left) * (p.x_max - p.x_min),
+            lat: p.y_min + (p.bottom - fy) / (p.bottom - p.top) * (p.y_max - p.y_min)};
+  }
+  return {error: "click inside a map (the stored or the decoded one) to query the tile there"};
+}
+
+function tileMessage(message, bad) {
+  const box = $("tile-message");
+  box.textContent = message || "";
+  box.hidden = !message;
+  box.classList.toggle("bad", !!bad);
+}
+
+function tileList(res) {
+  const ol = $("tile-analogs");
+  ol.innerHTML = "";
+  for (const n of res.neighbors) {
+    const li = document.createElement("li");
+    const b = document.createElement("button");
+    b.className = "tile-analog";
+    b.dataset.time = n.time; b.dataset.lead = n.lead; b.dataset.sqdist = n.sqdist;
+    b.dataset.tileY = n.tile_y; b.dataset.tileX = n.tile_x;
+    b.textContent = `${n.time} +${n.lead}h  tile (${n.tile_y}, ${n.tile_x}) at ${n.latitude.toFixed(2)}N ` +
+      `${n.longitude.toFixed(2)}E  d² = ${n.sqdist === null ? "?" : n.sqdist.toPrecision(5)}`;
+    b.addEventListener("click", () => select(n.time, n.lead));
+    li.appendChild(b);
+    ol.appendChild(li);
+  }
+  if (!res.neighbors.length) ol.innerHTML = "<li>no other tile qualifies</li>";
+}
+
+async function queryTile(lat, lon) {
+  const box = $("tile-query");
+  const params = {time: state.time, lead: state.lead, lat: lat.toFixed(5), lon: lon.toFixed(5),
+                  mode: $("tile-mode").value, k: $("tile-k").value, window: $("tile-window").value};
+  tileMessage("");
+  try {
+    const res = await getJSON(`/api/tiles?${q(params)}`);
+    const t = res.tile;
+    box.innerHTML = `<b>${res.label}</b>: centre ${t.latitude.toFixed(2)}N ${t.longitude.toFixed(2)}E, ` +
+      `${res.mode.replace("_", " ")}, window ${res.window_hours} h, k ${res.k}`;
+    box.dataset.tileY = t.tile_y; box.dataset.tileX = t.tile_x;
+    tileList(res);
+    await loadImage("tiles-img", `/img/tiles.png?${q(params)}`, "tile-message");
+    box.dataset.state = "ok";
+  } catch (e) {
+    box.textContent = ""; box.dataset.tileY = ""; box.dataset.tileX = "";
+    $("tile-analogs").innerHTML = "";
+    $("tiles-img").removeAttribute("src");
+    tileMessage(e.message, true);
+    box.dataset.state = "error";
+  }
+  box.dataset.query = `${params.lat},${params.lon}`;  // set last: tests wait on it
+}
+
+// The tile view of the picked slot: the click-to-query map, and its tile regimes.
+async function renderTiles() {
+  const s = state.summary;
+  if (!s || !s.tiles) return;
+  $("tiles").hidden = false;
+  if (state.time === null) return;
+  const slotQ = q({time: state.time, lead: state.lead});
+  try {
+    state.slotMap = await getJSON(`/api/slot_map?${slotQ}`);
+    $("slot-img").classList.add("clickable");
+  } catch (e) { state.slotMap = null; tileMessage(e.message, true); }
+  $("tile-analogs").innerHTML = "";
+  $("tile-query").textContent = "";
+  $("tiles-img").removeAttribute("src");
+  if (s.has_tile_regimes) {
+    $("tile-regimes-message").hidden = true;
+    await loadImage("tile-regimes-img", `/img/tile_regimes.png?${slotQ}`, "tile-regimes-message");
+  } else {
+    $("tile-regimes-message").textContent = "no tile regimes in this store: run `wxdask cluster --tiles`";
+    $("tile-regimes-message").hidden = false;
+  }
+}
+
+function onSlotImageClick(ev) {
+  if (!state.summary || !state.summary.tiles || state.time === null) return;
+  const rect = $("slot-img").getBoundingClientRect();
+  const pt = pointAt((ev.clientX - rect.left) / rect.width, (ev.clientY - rect.top) / rect.height);
+  if (pt.error) { tileMessage(pt.error, true); $("tile-query").dataset.query = "outside"; return; }
+  queryTile(pt.lat, pt.lon);
+}
 
 // ---------------------------------------------------------------- start
 
@@ -258,6 +351,10 @@ async function start() {
   $("go").addEventListener("click", () => select($("time-input").value.trim(), $("lead").value));
   $("time-input").addEventListener("keydown", (ev) => { if (ev.key === "Enter") $("go").click(); });
   $("rerun").addEventListener("click", rerun);
+  $("slot-img").addEventListener("click", onSlotImageClick);
+  $("tile-window").value = s.tile_exclude_window || "0";
+  $("tile-k").value = s.tile_k || 5;
+  if (s.tile_mode) $("tile-mode").value = s.tile_mode;
   $("stored").addEventListener("click", () => { if (state.time !== null) select(state.time, state.lead); });
   $("timeline").addEventListener("click", (ev) => {
     const c = $("timeline"), rect = c.getBoundingClientRect();
@@ -274,5 +371,5 @@ async function start() {
   document.body.dataset.ready = "1";
 }
 
-window.explorer = {state, select, slotX, rerun};
+window.explorer = {state, select, slotX, rerun, queryTile, pointAt};
 start();
