@@ -174,7 +174,7 @@ def plot_tile_centroids(cfg: Config, emb: xr.DataArray, centers: np.ndarray, siz
     return plots.image_panel(list(images), titles, path, suptitle=f"tile k-means centroids (k={len(centers)}), decoded")
 
 
-def plot_regime_map(cfg: Config, time: str | np.datetime64, path: str, *, lead: int | None = None) -> str:
+def plot_regime_map(cfg: Config, time: str | np.datetime64, path: Any, *, lead: int | None = None) -> Any:
     """A PNG map of one slot's image with each tile outlined in its regime's colour.
 
     Raises

@@ -544,7 +544,7 @@ def _slot_image(ds: xr.Dataset, t: Any, lead: int | None) -> np.ndarray | None:
     return img if np.isfinite(img).any() else None
 
 
-def plot_tile_query(cfg: Config, result: TileResult, path: str) -> str:
+def plot_tile_query(cfg: Config, result: TileResult, path: Any) -> Any:
     """Write a PNG of the query's whole image and each analog's, the tile outlined, with times and distances.
 
     Maps are the slots' ``refc`` on latitude/longitude (:func:`wxdask.plots.image_panel`).
