@@ -8,7 +8,6 @@ written with ``store.write_variables``, and tile regimes by the real ``cluster -
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -39,17 +38,11 @@ TILE_ECHO = 0.25  # tiles with less echo than this have no embedding (clear sky)
 CHROMIUM = os.environ.get("WXDASK_CHROMIUM", "/usr/bin/chromium")
 
 
-def tree_digest(path: Path) -> dict[str, str]:
-    """sha256 of every file under ``path`` (the store must stay byte-identical)."""
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
-
-
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory, client):
     """``full``: every stage's output; ``bare``: ingest only; ``no_model``: full, model dir gone."""
     from wxdask import pipeline
-    from wxdask.testing import make_refc_store
+    from wxdask.testing import file_digests, make_refc_store
 
     base = tmp_path_factory.mktemp("explore")
     full = base / "full.zarr"
@@ -68,10 +61,10 @@ def stores(tmp_path_factory, client):
     store.set_attrs(StoreConfig(url=str(base / "no_model.zarr")), {"model_dir": str(base / "gone")},
                     variable="embedding")
     paths = {"full": full, "bare": base / "bare.zarr", "no_model": base / "no_model.zarr"}
-    digests = {name: tree_digest(p) for name, p in paths.items()}
+    digests = {name: file_digests(p) for name, p in paths.items()}
     yield paths
     for name, p in paths.items():  # no view ever writes to a store
-        assert tree_digest(p) == digests[name], f"the explorer changed the {name} store"
+        assert file_digests(p) == digests[name], f"the explorer changed the {name} store"
 
 
 def tile_features(refc: np.ndarray, tiling) -> np.ndarray:

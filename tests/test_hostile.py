@@ -5,7 +5,6 @@ Also: secrets never recorded or logged, the local cluster bound to loopback.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -17,18 +16,9 @@ from click.testing import CliRunner
 
 from wxdask.cli import main
 from wxdask.s3local import ARCHIVE_BUCKET
+from wxdask.testing import file_digests
 
 START, END = "2019-09-20T00", "2019-09-20T04"
-
-
-def tree_hash(path: Path) -> dict[str, str]:
-    """Relative path -> sha256 of every file under ``path`` (empty when it does not exist)."""
-    out = {}
-    for root, _, files in os.walk(path):
-        for name in files:
-            p = Path(root) / name
-            out[str(p.relative_to(path))] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
 
 
 def wxdask(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -97,12 +87,12 @@ BAD_SETTINGS = [
 
 @pytest.mark.parametrize(("args", "needles"), BAD_SETTINGS, ids=[" ".join(a) for a, _ in BAD_SETTINGS])
 def test_bad_setting_is_one_line_and_store_unchanged(made_store, archive, args, needles):
-    before = tree_hash(made_store)
+    before = file_digests(made_store)
     result = CliRunner().invoke(main, [*_ingest_args(made_store, archive), *args])
     assert result.exit_code == 1, result.output
     assert_one_error_line(result.stderr, *needles)
     assert result.stdout == ""
-    assert tree_hash(made_store) == before
+    assert file_digests(made_store) == before
 
 
 BAD_FILES = [
@@ -124,11 +114,11 @@ BAD_FILES = [
 def test_bad_config_file_is_one_line_and_store_unchanged(tmp_path, made_store, archive, text, needles):
     path = tmp_path / "cfg.yaml"
     path.write_text(text)
-    before = tree_hash(made_store)
+    before = file_digests(made_store)
     result = CliRunner().invoke(main, [*_ingest_args(made_store, archive), "--config", str(path)])
     assert result.exit_code == 1, result.output
     assert_one_error_line(result.stderr, *needles)
-    assert tree_hash(made_store) == before
+    assert file_digests(made_store) == before
 
 
 def test_config_show_takes_yaml_dates_and_offsets(tmp_path):
@@ -270,12 +260,12 @@ def test_bad_place_is_one_line_naming_it(tmp_path, made_store, archive, case, co
         args = [*_ingest_args(store, archive), *report]
     else:
         args = ["embed", "--store", str(store), "--model", str(tmp_path / "no-model"), *report]
-    before = tree_hash(store) if store.is_dir() else None
+    before = file_digests(store) if store.is_dir() else None
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1, result.output
     assert_one_error_line(result.stderr, *needles)
     if before is not None:
-        assert tree_hash(store) == before
+        assert file_digests(store) == before
     assert not Path(str(store) + ".wxdask-lease.json").exists()
 
 

@@ -22,7 +22,7 @@ from wxdask.config import Config, StoreConfig
 from wxdask.errors import StoreBusyError
 from wxdask.lease import LEASE_SUFFIX, StoreLease, lease_url, read_lease
 from wxdask.s3local import ARCHIVE_BUCKET
-from wxdask.testing import FlakyProxy
+from wxdask.testing import FlakyProxy, file_digests
 
 START, END = "2019-09-20T00", "2019-09-20T12"
 
@@ -49,13 +49,6 @@ def made_store(tmp_path_factory, archive) -> Path:
     path = tmp_path_factory.mktemp("made") / "s.zarr"
     make_refc_store(path, START, "2019-09-20T02", (0,), archive_dir=archive)
     return path
-
-
-def tree_hash(path: Path) -> dict[str, str]:
-    import hashlib
-
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 def assert_one_error_line(stderr: str, *needles: str) -> None:
@@ -132,12 +125,12 @@ def test_live_lease_refuses_and_leaves_the_store_alone(tmp_path, made_store, arc
         lease = Path(str(store) + LEASE_SUFFIX)
         lease.write_text("{half a lea")   # a run that crashed while writing it, or is writing it now
         needles = ["unreadable lease"]
-    before, planted = tree_hash(store), lease.read_bytes()
+    before, planted = file_digests(store), lease.read_bytes()
     result = CliRunner().invoke(main, ["ingest", "--store", str(store), "--source", str(archive),
                                        "--start", START, "--end", END, "--workers", "1"])
     assert result.exit_code == 1, result.output
     assert_one_error_line(result.stderr, "being written by another run", *needles)
-    assert tree_hash(store) == before
+    assert file_digests(store) == before
     assert lease.read_bytes() == planted
 
 

@@ -6,11 +6,9 @@ traceback, and the store's bytes before and after.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,12 +16,7 @@ import xarray as xr
 
 pytest.importorskip("keras")
 
-from wxdask.testing import make_tiny_store  # noqa: E402
-
-
-def _bytes(root) -> dict:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(root).rglob("*")) if p.is_file()}
+from wxdask.testing import file_digests, make_tiny_store  # noqa: E402
 
 
 def _wx(*args, ok=True):
@@ -62,10 +55,10 @@ def test_embed_with_an_unloadable_model_leaves_the_store_as_it_was(embedded, tmp
     path = bad / "model.keras"
     data = path.read_bytes()
     path.write_bytes({"garbage": b"not a zip" * 100, "empty": b"", "truncated": data[: len(data) // 2]}[damage])
-    before = _bytes(url)
+    before = file_digests(url)
     res = _wx("embed", "--store", url, "--model", str(bad), ok=False)
     _one_line_error(res, "cannot load model")
-    assert _bytes(url) == before
+    assert file_digests(url) == before
 
 
 def test_search_and_cluster_reruns_with_another_k_replace_their_outputs(embedded, tmp_path):
@@ -92,10 +85,10 @@ def test_search_and_cluster_reruns_with_another_k_replace_their_outputs(embedded
 ])
 def test_a_search_where_nothing_qualifies_says_so_and_writes_nothing(embedded, args, needle):
     url, _ = embedded
-    before = _bytes(url)
+    before = file_digests(url)
     res = _wx("search", "--store", url, *args, ok=False)
     _one_line_error(res, needle)
-    assert _bytes(url) == before
+    assert file_digests(url) == before
 
 
 def test_a_search_with_k_above_the_slots_counts_the_slots_left_short(embedded, tmp_path):

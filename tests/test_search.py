@@ -16,7 +16,7 @@ from wxdask import query, search, store
 from wxdask.config import Config, SearchConfig
 from wxdask.errors import ConfigError
 from wxdask.search import NEIGHBOR_DTYPE, knn_block, merge_knn, nearest_neighbours
-from wxdask.testing import HostScaledEncoder, raise_if_dask_computes
+from wxdask.testing import HostScaledEncoder, raise_if_dask_computes, task_result_shapes
 from wxdask.testing import make_store as make_test_store
 
 T0 = np.datetime64("2019-09-20T00", "h")
@@ -197,14 +197,7 @@ def test_graph_gives_no_task_more_than_a_block():
         # ... and its task spec does not carry the database (nor any large array)
         assert len(pickle.dumps(graph[key])) < database_bytes / 10
     # run it, recording the size of every task's result: queries arrive in blocks of at most `block`
-    sizes: dict = {}
-
-    class Record(dask.callbacks.Callback):
-        def _posttask(self, key, result, dsk, state, worker_id):
-            if isinstance(result, np.ndarray):
-                sizes[key] = result.shape
-
-    with Record(), dask.config.set({"scheduler": "sync", "optimization.fuse.active": False}):
+    with task_result_shapes() as sizes:
         out["neighbor_sqdist"].compute()
     knn_shapes = [shape for key, shape in sizes.items()
                   if str(key[0] if isinstance(key, tuple) else key).startswith("knn-")]

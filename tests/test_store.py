@@ -10,6 +10,7 @@ import xarray as xr
 from wxdask import store
 from wxdask.config import StoreConfig
 from wxdask.errors import StoreLayoutError
+from wxdask.testing import file_digests
 
 
 def _template(times, fill=np.nan):
@@ -124,14 +125,6 @@ def test_read_slots_and_ok_mask(tmp_path):
     assert store.ok_mask(opened).tolist() == (status == 1).tolist()
     assert store.ok_code({"flag_values": [0, 7], "flag_meanings": "absent ok"}) == 7
 
-def _tree_bytes(root):
-    import hashlib
-    from pathlib import Path
-
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(root).rglob("*")) if p.is_file()}
-
-
 def _ranked(k, value=1.0):
     t = HOURS.astype("datetime64[ns]")
     return xr.Dataset({"n": (("time", "rank"), np.full((6, k), value, "f4")),
@@ -156,7 +149,7 @@ def test_write_variables_that_fail_leave_the_store_as_it_was(tmp_path):
     cfg = StoreConfig(url=str(tmp_path / "s.zarr"))
     store.init_output(cfg, _template(HOURS), ENC)
     store.write_variables(cfg, _ranked(3))
-    before = _tree_bytes(cfg.url)
+    before = file_digests(cfg.url)
 
     def boom(block):
         raise RuntimeError("worker died")
@@ -165,7 +158,7 @@ def test_write_variables_that_fail_leave_the_store_as_it_was(tmp_path):
     bad["n"] = bad.n.copy(data=bad.n.data.map_blocks(boom, dtype="f4"))
     with pytest.raises(RuntimeError, match="worker died"):
         store.write_variables(cfg, bad)
-    assert _tree_bytes(cfg.url) == before
+    assert file_digests(cfg.url) == before
     assert store.open_store(cfg).sizes["rank"] == 3
 
 

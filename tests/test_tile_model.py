@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from wxdask import tile_embed, tile_evaluate, tile_model, train
 from wxdask.config import Config, StoreConfig
 from wxdask.errors import ModelError
 from wxdask.grid import COARSE
+from wxdask.testing import file_digests
 from wxdask.tiles import tile_coords
 
 keras = pytest.importorskip("keras")
@@ -43,15 +42,6 @@ def tile_cfg(store: StoreConfig, model_dir: Path, **tiles) -> Config:
 def copy_store(src: StoreConfig, dst: Path) -> StoreConfig:
     shutil.copytree(src.url, dst)
     return StoreConfig(url=str(dst))
-
-
-def snapshot(path: str | Path) -> dict:
-    out = {}
-    for root, _, files in os.walk(path):
-        for f in files:
-            p = Path(root) / f
-            out[str(p.relative_to(path))] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -208,10 +198,10 @@ def test_embed_writes_tile_embedding_equal_to_direct_encoding(trained, tmp_path)
     bad = tmp_path / "bad"
     shutil.copytree(cfg.tiles.model_dir, bad)
     (bad / "model.keras").write_bytes(b"not a keras model")
-    before = snapshot(store.url)
+    before = file_digests(store.url)
     with pytest.raises(ModelError, match="cannot load model"):
         tile_embed.run(ecfg.replace(tiles={"model_dir": str(bad)}), None)
-    assert snapshot(store.url) == before
+    assert file_digests(store.url) == before
     assert not list((Path(wxstore.control_url(store)) / "staging").glob("*"))
 
 
@@ -221,10 +211,10 @@ def test_failed_first_embed_leaves_store_untouched(trained, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(cfg.tiles.model_dir, bad)
     (bad / "model.keras").write_bytes(b"junk")
-    before = snapshot(store.url)
+    before = file_digests(store.url)
     with pytest.raises(ModelError):
         tile_embed.run(cfg.replace(store={"url": store.url}, tiles={"model_dir": str(bad)}), None)
-    assert snapshot(store.url) == before
+    assert file_digests(store.url) == before
 
 
 def test_tile_embed_tasks_run_on_the_gpu_worker(trained, tmp_path):

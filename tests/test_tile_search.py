@@ -15,6 +15,7 @@ from wxdask.config import Config
 from wxdask.errors import ConfigError
 from wxdask.grid import COARSE, latlon
 from wxdask.kmeans import assign_block
+from wxdask.testing import task_result_shapes
 from wxdask.tiles import Tiling, tile_coords
 
 T0 = np.datetime64("2019-09-20T00", "h")
@@ -145,14 +146,7 @@ def test_graph_holds_no_n_by_n_block(anywhere):
         deps = graph[key].dependencies
         assert sum(str(p) in {str(d) for d in deps} for p in prep_keys) == 1
         assert len(pickle.dumps(graph[key])) < e.nbytes / 4
-    sizes: dict = {}
-
-    class Record(dask.callbacks.Callback):
-        def _posttask(self, key, result, dsk, state, worker_id):
-            if isinstance(result, np.ndarray):
-                sizes[key] = result.shape
-
-    with Record(), dask.config.set({"scheduler": "sync", "optimization.fuse.active": False}):
+    with task_result_shapes() as sizes:
         out["tile_neighbor_sqdist"].compute()
 
     def name(key):

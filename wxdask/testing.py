@@ -36,6 +36,7 @@ __all__ = [
     "HostScaledEncoder",
     "assert_same_store",
     "embed_config",
+    "file_digests",
     "free_port",
     "load_store",
     "make_refc_store",
@@ -47,6 +48,7 @@ __all__ = [
     "save_fake_model",
     "save_keras_model",
     "save_model_dir_stub",
+    "task_result_shapes",
     "train_config",
     "write_s3_archive",
 ]
@@ -739,3 +741,33 @@ def assert_same_store(a: Any, b: Any) -> None:
     for ds in (a, b):
         ds.attrs.pop("wxdask_config", None)
     xr.testing.assert_identical(a, b)
+
+
+def file_digests(root: str | Path) -> dict[str, str]:
+    """sha256 of every file under ``root``, by relative path: compare two to see that nothing was written."""
+    import hashlib
+
+    root = Path(root)
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@contextmanager
+def task_result_shapes() -> Iterator[dict]:
+    """Record the shape of every numpy result of the tasks computed inside (``{key: shape}``).
+
+    Use with the synchronous scheduler and fusion off, to see that no task holds
+    a large block (e.g. an N x N distance matrix).
+    """
+    import dask
+    import numpy as np
+
+    sizes: dict = {}
+
+    class _Record(dask.callbacks.Callback):
+        def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+            if isinstance(result, np.ndarray):
+                sizes[key] = result.shape
+
+    with _Record(), dask.config.set({"scheduler": "sync", "optimization.fuse.active": False}):
+        yield sizes
