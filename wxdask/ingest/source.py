@@ -1,0 +1,169 @@
+"""The archive: :class:`Source` (S3 or a local directory), reads with retries, objects' identities."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from wxdask.errors import SourceError
+
+#: One logger for the whole stage, named as before the split.
+logger = logging.getLogger("wxdask.ingest")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the archive is and how to read it (picklable; sent to workers).
+
+    ``root`` is ``s3://bucket[/prefix]`` or a local directory holding
+    ``noaa-hrrr-bdp-pds/`` (or the bucket's content directly).
+    """
+
+    root: str
+    endpoint_url: str | None = None
+    anon: bool = True
+    retries: int = 5
+    backoff: float = 0.5
+
+    def filesystem(self) -> Any:
+        """The fsspec filesystem (cached per process by fsspec)."""
+        import fsspec
+
+        if self.root.startswith("s3://"):
+            # botocore retries once; :func:`_retry` does the rest, so a dead endpoint is noticed in seconds
+            opts: dict = {"anon": self.anon, "config_kwargs": {"connect_timeout": 5, "read_timeout": 60,
+                                                                "retries": {"max_attempts": 1}}}
+            if self.endpoint_url:
+                opts["client_kwargs"] = {"endpoint_url": self.endpoint_url}
+            return fsspec.filesystem("s3", **opts)
+        return fsspec.filesystem("file")
+
+    def path(self, key: str) -> str:
+        """Full path of a key within the archive."""
+        root = self.root.rstrip("/")
+        if root.startswith("s3://"):
+            return f"{root[5:]}/{key}"
+        bucket_dir = os.path.join(root, "noaa-hrrr-bdp-pds")
+        return os.path.join(bucket_dir if os.path.isdir(bucket_dir) else root, key)
+
+    def where(self) -> str:
+        """The endpoint (or root) in words, for messages."""
+        return self.endpoint_url or ("AWS S3" if self.root.startswith("s3://") else self.root)
+
+
+_UNREACHABLE = {"EndpointConnectionError", "ConnectTimeoutError", "ConnectionRefusedError", "ClientConnectorError",
+                "ConnectTimeout", "ServerTimeoutError", "ConnectionRefused"}
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen and len(seen) < 10:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return seen
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    """Whether the endpoint itself cannot be reached (refused, or connecting timed out)."""
+    return any({cls.__name__ for cls in type(e).__mro__} & _UNREACHABLE for e in _chain(exc))
+
+
+def _is_unsatisfiable(exc: BaseException) -> bool:
+    """An HTTP 416 (the range lies past the end of the object): permanent, never retried."""
+    return any("InvalidRange" in str(e) or "Not Satisfiable" in str(e) or " 416" in str(e) for e in _chain(exc))
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Whether a read error is worth retrying (5xx, throttling, timeouts, dropped connections)."""
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)) or _is_unsatisfiable(exc):
+        return False
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    transient = {"TimeoutError", "ConnectionError", "ClientError", "BotoCoreError", "ServerDisconnectedError",
+                 "ClientPayloadError", "IncompleteReadError", "ReadTimeoutError", "EndpointConnectionError"}
+    if names & transient:
+        return True
+    return isinstance(exc, OSError)
+
+
+def _retry(source: Source, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call ``func`` with retries and exponential backoff for transient failures.
+
+    An unreachable endpoint (the client library has already retried the
+    connection) gets at most two attempts, so a dead source is noticed soon.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the object does not exist (permanent, never retried).
+    SourceError
+        If a transient failure persists after ``source.retries`` attempts, or
+        the failure is permanent (e.g. access denied, a range past the end);
+        ``unreachable`` and ``unsatisfiable`` attributes say which.
+    """
+    delay = source.backoff
+    for attempt in range(1, source.retries + 1):
+        try:
+            return func(*args, **kwargs)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified below
+            unreachable = _is_unreachable(exc)
+            last = attempt >= (min(2, source.retries) if unreachable else source.retries)
+            if not _is_transient(exc) or last:
+                err = SourceError(f"{what} failed after {attempt} attempt(s): {type(exc).__name__}: {exc}")
+                err.unreachable = unreachable  # type: ignore[attr-defined]
+                err.unsatisfiable = _is_unsatisfiable(exc)  # type: ignore[attr-defined]
+                raise err from exc
+            logger.warning("transient error (%s, attempt %d/%d): %s; retrying in %.1fs",
+                           what, attempt, source.retries, exc, delay)
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _read(source: Source, fs: Any, path: str, start: int | None = None, end: int | None = None) -> bytes:
+    """``fs.cat_file`` (a byte range when ``start`` is given, ``end`` exclusive) with retries."""
+    if start is None:
+        return _retry(source, f"reading {path!r}", fs.cat_file, path)
+    return _retry(source, f"reading {path!r}", fs.cat_file, path, start=start, end=end)
+
+
+def _info(source: Source, fs: Any, path: str) -> dict:
+    """Size and identity of one object (a HEAD request; no body), with retries."""
+    try:
+        return _retry(source, f"looking up {path!r}", fs.info, path, refresh=True)
+    except TypeError:  # filesystems without ``refresh``
+        return _retry(source, f"looking up {path!r}", fs.info, path)
+
+
+def object_identity(info: dict | None) -> str:
+    """An object's identity from its listing or HEAD: ``etag/size`` (``mtime/size`` without ETag); ``-`` if absent."""
+    if info is None:
+        return "-"
+    tag = str(info.get("ETag") or "").strip('"')
+    if not tag:
+        stamp: Any = info.get("mtime", info.get("LastModified"))
+        tag = stamp.isoformat() if hasattr(stamp, "isoformat") else f"{float(stamp or 0):.6f}"
+    return f"{tag}/{int(info.get('size', 0))}"
+
+
+def slot_identity(grib: dict | None, idx: dict | None) -> str:
+    """What a rerun compares to tell whether a slot's objects changed: both objects' identities."""
+    return f"grib={object_identity(grib)};idx={object_identity(idx)}"
+
+
+@dataclass
+class _Trace:
+    """What a fetch learned about a slot's objects, however it ended."""
+
+    grib: dict | None = None
+    idx: dict | None = None
+    start: int = 0
+    end: int = 0
+
+    @property
+    def identity(self) -> str:
+        return slot_identity(self.grib, self.idx)
