@@ -10,6 +10,7 @@ from wxdask.errors import (
     ModelError,
     SourceError,
     SourceNotFoundError,
+    StoreBusyError,
     StoreLayoutError,
     WxdaskError,
 )
@@ -24,4 +25,5 @@ __all__ = [
     "StoreLayoutError",
     "ModelError",
     "ClusterError",
+    "StoreBusyError",
 ]
