@@ -33,6 +33,14 @@ class Fetched:
     end: int
 
 
+
+def _not_found(status: str, message: str) -> SourceNotFoundError:
+    """A :class:`SourceNotFoundError` carrying the slot status it stands for (read by :func:`fetch_slot`)."""
+    err = SourceNotFoundError(message)
+    err.reason = status  # type: ignore[attr-defined]
+    return err
+
+
 def fetch_refc(source: Source, init_time: np.datetime64, lead: int, grid: Grid | None = None,
                trace: _Trace | None = None) -> Fetched:
     """Fetch the REFC message of one archive file: the ``.idx``, then one ranged GET.
@@ -63,12 +71,8 @@ def fetch_refc(source: Source, init_time: np.datetime64, lead: int, grid: Grid |
         try:
             trace.grib = _info(source, fs, grib_path)
         except FileNotFoundError:
-            err = SourceNotFoundError(f"no GRIB object: {key} is not in the archive")
-            err.reason = "absent"  # type: ignore[attr-defined]
-            raise err from None
-        err = SourceNotFoundError(f"no .idx: {key} has no .idx sidecar")
-        err.reason = "missing_idx"  # type: ignore[attr-defined]
-        raise err from None
+            raise _not_found("absent", f"no GRIB object: {key} is not in the archive") from None
+        raise _not_found("missing_idx", f"no .idx: {key} has no .idx sidecar") from None
     idx_size = int(trace.idx.get("size", 0))
     if idx_size == 0:
         raise SlotFault("empty", "zero-byte .idx", f"{key}.idx is an empty placeholder")
@@ -83,16 +87,13 @@ def fetch_refc(source: Source, init_time: np.datetime64, lead: int, grid: Grid |
     try:
         entry = find_refc(entries, init_time, lead)
     except SourceNotFoundError as exc:
-        exc.reason = "no_refc"  # type: ignore[attr-defined]
-        raise
+        raise _not_found("no_refc", str(exc)) from None
     except CorruptMessageError as exc:
         raise SlotFault("mismatch", ".idx label", str(exc)) from None
     try:
         trace.grib = _info(source, fs, grib_path)
     except FileNotFoundError:
-        err = SourceNotFoundError(f"no GRIB object: {key} has a .idx but no GRIB object")
-        err.reason = "absent"  # type: ignore[attr-defined]
-        raise err from None
+        raise _not_found("absent", f"no GRIB object: {key} has a .idx but no GRIB object") from None
     size = int(trace.grib.get("size", 0))
     if size == 0:
         raise SlotFault("empty", "zero-byte GRIB", f"{key} is an empty placeholder")
@@ -111,9 +112,7 @@ def fetch_refc(source: Source, init_time: np.datetime64, lead: int, grid: Grid |
     try:
         data = _read(source, fs, grib_path, entry.start, end)
     except FileNotFoundError:
-        err = SourceNotFoundError(f"no GRIB object: {key} vanished while read")
-        err.reason = "absent"  # type: ignore[attr-defined]
-        raise err from None
+        raise _not_found("absent", f"no GRIB object: {key} vanished while read") from None
     except SourceError as exc:
         if getattr(exc, "unsatisfiable", False):
             raise SlotFault(
