@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from wxdask.cli import main
 from wxdask.s3local import ARCHIVE_BUCKET
-from wxdask.testing import file_digests
+from wxdask.testing import assert_one_error_line, file_digests
 
 START, END = "2019-09-20T00", "2019-09-20T04"
 
@@ -26,15 +26,6 @@ def wxdask(*args: str, cwd: Path | None = None, timeout: float = 300) -> subproc
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     return subprocess.run([sys.executable, "-m", "wxdask.cli", *args], capture_output=True, text=True, check=False,
                           env=env, cwd=cwd, timeout=timeout)
-
-
-def assert_one_error_line(stderr: str, *needles: str) -> None:
-    assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("error: "), stderr
-    for needle in needles:
-        assert needle in lines[0], stderr
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from wxdask.config import Config, StoreConfig
 from wxdask.errors import StoreBusyError
 from wxdask.lease import LEASE_SUFFIX, StoreLease, lease_url, read_lease
 from wxdask.s3local import ARCHIVE_BUCKET
-from wxdask.testing import FlakyProxy, file_digests
+from wxdask.testing import FlakyProxy, assert_one_error_line, file_digests
 
 START, END = "2019-09-20T00", "2019-09-20T12"
 
@@ -49,14 +49,6 @@ def made_store(tmp_path_factory, archive) -> Path:
     path = tmp_path_factory.mktemp("made") / "s.zarr"
     make_refc_store(path, START, "2019-09-20T02", (0,), archive_dir=archive)
     return path
-
-
-def assert_one_error_line(stderr: str, *needles: str) -> None:
-    assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
-    for needle in needles:
-        assert needle in lines[0], stderr
 
 
 def _env() -> dict:

@@ -34,6 +34,7 @@ __all__ = [
     "FakeModelSource",
     "FlakyProxy",
     "HostScaledEncoder",
+    "assert_one_error_line",
     "assert_same_store",
     "embed_config",
     "file_digests",
@@ -771,3 +772,13 @@ def task_result_shapes() -> Iterator[dict]:
 
     with _Record(), dask.config.set({"scheduler": "sync", "optimization.fuse.active": False}):
         yield sizes
+
+
+
+def assert_one_error_line(stderr: str, *needles: str) -> None:
+    """``stderr`` is exactly one ``error: ...`` line holding every needle, and no traceback."""
+    assert "Traceback" not in stderr, stderr
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    for needle in needles:
+        assert needle in lines[0], stderr
