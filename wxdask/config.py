@@ -522,9 +522,13 @@ class IngestConfig:
         return np.arange(parse_time(self.start), parse_time(self.end), np.timedelta64(1, "h"))
 
 
+#: Autoencoder architectures (``model.arch``).
+ARCHITECTURES = ("eof", "seed")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """Autoencoder architecture (the seed's by default).
+    """Autoencoder architecture (the EOF autoencoder by default; ``arch: seed`` for the seed's).
 
     Parameters
     ----------
@@ -544,6 +548,19 @@ class ModelConfig:
         Decoder blocks upsample, then convolve (the convolution refines the
         upsampled field), instead of the seed's convolve-then-upsample, whose
         last upsampling leaves ``pool`` x ``pool`` blocks. Same parameter count.
+    arch : {"eof", "seed"}
+        ``eof`` (default): the EOF autoencoder of :mod:`wxdask.eof`, started at
+        the PCA of the training images; ``seed``: the seed's convolutional
+        autoencoder (``n_layers``, ``pool``, ``filters``, ``kernel`` and
+        ``upsample_first`` apply to it only).
+    branch_filters : tuple of int
+        ``eof``: filters of the encoder's strided convolutional branch (one
+        stride-2 3x3 layer each).
+    refine_filters, refine_layers : int
+        ``eof``: width and depth of the decoder's convolutional refinement.
+    linear_max_points : int
+        ``eof``: the linear (EOF) path works on the image block-averaged until
+        it has at most this many points (the full HRRR grid: 4x4 blocks).
     """
 
     n_layers: int = 4
@@ -553,8 +570,23 @@ class ModelConfig:
     n_latent: int = 50
     clip_max: float = 60.0
     upsample_first: bool = False
+    arch: str = "eof"
+    branch_filters: tuple[int, ...] = (16, 32, 32)
+    refine_filters: int = 8
+    refine_layers: int = 3
+    linear_max_points: int = 150_000
 
     def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise ConfigError(f"model.arch must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}")
+        if not isinstance(self.branch_filters, (list, tuple)) or not self.branch_filters:
+            raise ConfigError(f"model.branch_filters must be a list of positive ints, got {self.branch_filters!r}")
+        for f in self.branch_filters:
+            _positive_int("model.branch_filters[]", f)
+        object.__setattr__(self, "branch_filters", tuple(self.branch_filters))
+        _positive_int("model.refine_filters", self.refine_filters)
+        _positive_int("model.refine_layers", self.refine_layers)
+        _positive_int("model.linear_max_points", self.linear_max_points)
         if not isinstance(self.upsample_first, bool):
             raise ConfigError(f"model.upsample_first must be true or false, got {self.upsample_first!r}")
         if not isinstance(self.filters, (list, tuple)):
@@ -600,6 +632,9 @@ class TrainConfig:
         Memory for images already read (stored int16, least recently used
         out first), shared by the training and held-out batches; 0 reads
         every batch from the store. Bounds memory, never the archive size.
+    eof_max_images : int
+        ``model.arch: eof``: the PCA that starts the model is fitted on a
+        seeded sample of at most this many training images.
     """
 
     model_dir: str = "wxdask-model"
@@ -611,9 +646,11 @@ class TrainConfig:
     on_gpu_worker: bool = False
     lr_schedule: str = "constant"
     cache_mb: int = 1024
+    eof_max_images: int = 2000
 
     def __post_init__(self) -> None:
         _path("train.model_dir", self.model_dir, optional=False)
+        _positive_int("train.eof_max_images", self.eof_max_images)
         _int("train.seed", self.seed)
         _bool("train.on_gpu_worker", self.on_gpu_worker)
         if isinstance(self.cache_mb, bool) or not isinstance(self.cache_mb, int) or self.cache_mb < 0:
@@ -912,7 +949,7 @@ class TilesConfig:
     def model_config(self, n_latent: int = 50, clip_max: float = 60.0) -> ModelConfig:
         """The tile autoencoder's architecture, as a :class:`ModelConfig`."""
         return ModelConfig(n_layers=self.n_layers, pool=self.pool, filters=self.filters, kernel=self.kernel,
-                           n_latent=n_latent, clip_max=clip_max, upsample_first=True)
+                           n_latent=n_latent, clip_max=clip_max, upsample_first=True, arch="seed")
 
 
 _SECTIONS: dict[str, type] = {

@@ -11,12 +11,15 @@ and :func:`check_model` (is it the model that made the store's embedding).
 Decoding to dBZ: :func:`decode_dbz`, the one place a decoder's output is clipped
 and scaled (decode, interpolate, kmeans and the plots all use it).
 
-The architecture is the seed's (Lakshmanan 2020): crop the grid to a multiple
+Two architectures (``model.arch``): ``eof``, the default, is the EOF autoencoder
+of :mod:`wxdask.eof` (linear paths started at the PCA of the training images,
+plus convolutional branches; nested ``encoder`` and ``decoder`` sub-models).
+``seed`` is the seed's (Lakshmanan 2020): crop the grid to a multiple
 of ``pool ** n_layers``; ``n_layers`` blocks of Conv2D (ReLU, same padding)
 followed by max-pooling; Flatten; a linear ``Dense(n_latent)`` named
 ``refc_embedding``; a Dense back to the pooled shape; a mirrored decoder of
 Conv2D + upsampling; a final 3x3 Conv2D to one channel; zero padding back to the
-grid. It uses only ``keras.layers``, so one ``.keras`` file loads under the
+grid. Both use only ``keras.layers``, so one ``.keras`` file loads under the
 tensorflow, jax and torch backends with the default ``safe_mode``.
 
 A model directory holds ``model.keras`` (the trained model),
@@ -304,7 +307,7 @@ def fit_config_to_grid(cfg: ModelConfig, grid_shape: tuple[int, int]) -> ModelCo
         m = cfg.pool**n_layers
         return min(s // m for s in grid_shape)
 
-    if pooled(cfg.n_layers) >= MIN_POOLED:
+    if cfg.arch != "seed" or pooled(cfg.n_layers) >= MIN_POOLED:
         return cfg
     default = ModelConfig()
     if (cfg.n_layers, cfg.pool, cfg.filters) != (default.n_layers, default.pool, default.filters):
@@ -350,6 +353,10 @@ def build_autoencoder(cfg: ModelConfig, grid_shape: tuple[int, int]) -> keras.Mo
     ImportError
         If Keras 3 is not installed.
     """
+    if cfg.arch == "eof":
+        from wxdask.eof import build_eof_autoencoder
+
+        return build_eof_autoencoder(cfg, grid_shape)
     keras = _keras()
     layers = keras.layers
     ny, nx = (int(s) for s in grid_shape)
@@ -384,6 +391,8 @@ def encoder_of(model: keras.Model) -> keras.Model:
     """
     keras = _keras()
     layer = _embedding_layer(model)
+    if _sub_model(model, "encoder") is not None:
+        return _sub_model(model, "encoder")
     return keras.Model(model.inputs, layer.output, name="encoder")
 
 
@@ -400,6 +409,8 @@ def decoder_of(model: keras.Model) -> keras.Model:
     """
     keras = _keras()
     layer = _embedding_layer(model)
+    if _sub_model(model, "decoder") is not None:
+        return _sub_model(model, "decoder")
     names = [lyr.name for lyr in model.layers]
     after = model.layers[names.index(layer.name) + 1 :]
     z = keras.Input(shape=(layer.units,), dtype="float32", name="embedding_input")
@@ -409,9 +420,18 @@ def decoder_of(model: keras.Model) -> keras.Model:
     return keras.Model(z, x, name="decoder")
 
 
+def _sub_model(model: Any, name: str) -> Any:
+    """The nested ``encoder`` or ``decoder`` of an EOF autoencoder; None for the seed's flat model."""
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        return None
+
+
 def _embedding_layer(model: Any) -> Any:
     try:
-        return model.get_layer(EMBEDDING_LAYER)
+        encoder = _sub_model(model, "encoder")
+        return (encoder if encoder is not None else model).get_layer(EMBEDDING_LAYER)
     except ValueError:
         raise ModelError(f"model {model.name!r} has no {EMBEDDING_LAYER!r} layer; it is not a wxdask "
                          "autoencoder") from None

@@ -568,6 +568,28 @@ def _save_model(model: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _init_eofs(model: Any, store_cfg: StoreConfig, plan: TrainPlan, train_cfg: TrainConfig,
+               batch: int = 64) -> None:
+    """Start an EOF autoencoder at the PCA of (a seeded sample of at most ``train.eof_max_images``) training images."""
+    from wxdask import eof
+
+    t_idx, l_idx = plan.train_slots
+    rng = np.random.default_rng(train_cfg.seed)
+    n = min(train_cfg.eof_max_images, t_idx.size)
+    pick = np.sort(rng.choice(t_idx.size, n, replace=False))
+    factor = eof.linear_factor(plan.grid_shape, plan.model.linear_max_points)
+    parts = []
+    for i in range(0, n, batch):
+        sel = pick[i:i + batch]
+        images = read_images(store_cfg, t_idx[sel], l_idx[sel], plan.model.clip_max)[..., 0]
+        parts.append(eof.pool_images(images, factor).reshape(len(sel), -1))
+    x = np.concatenate(parts)
+    k = min(plan.model.n_latent, n, x.shape[1])
+    logger.info("fitting the EOF autoencoder's start: PCA-%d of %d training images", k, n)
+    mean, components = eof.fit_pca(x, k, power_iter=eof.POWER_ITER, seed=train_cfg.seed)
+    eof.set_eofs(model, mean, components)
+
+
 def make_datasets(store_cfg: StoreConfig, plan: TrainPlan, train_cfg: TrainConfig, *,
                   workers: int | None = None) -> tuple[Any, Any]:
     """The training (shuffled) and held-out (in order) ``PyDataset`` of a plan.
@@ -666,6 +688,8 @@ def fit(store_cfg: StoreConfig, train_cfg: TrainConfig, plan: TrainPlan, *,
     else:
         keras.utils.set_random_seed(train_cfg.seed)
         model = wxmodel.build_autoencoder(plan.model, plan.grid_shape)
+        if plan.model.arch == "eof":
+            _init_eofs(model, store_cfg, plan, train_cfg)
         steps = train_cfg.epochs * math.ceil(plan.split["n_train"] / train_cfg.batch_size)
         compile_model(model, train_cfg.learning_rate, schedule=train_cfg.lr_schedule, total_steps=steps)
         initial_epoch = 0
