@@ -121,7 +121,7 @@ def test_read_slots_and_ok_mask(tmp_path):
     ti, li = np.array([4, 0, 1, 2, 3]), np.array([1, 0, 0, 1, 1])
     np.testing.assert_array_equal(store.read_slots(cfg, ti, li), refc[ti, li])
     np.testing.assert_array_equal(store.read_slots(cfg, [3, 1], [1, 1]), refc[[3, 1], 1])
-    opened = store.open_input(cfg, ["refc", "status"], decode=False)
+    opened = store.open_input(cfg, ["refc", "status"])
     assert store.ok_mask(opened).tolist() == (status == 1).tolist()
     assert store.ok_code({"flag_values": [0, 7], "flag_meanings": "absent ok"}) == 7
 
