@@ -375,7 +375,8 @@ def _rewrite_sorted(
     grown = raw.reindex({dim: values}, fill_value=_raw_fills(raw, fill_values))
     encoding = {}
     for name, var in raw.variables.items():
-        enc = {k: v for k, v in var.encoding.items() if k in ("chunks", "filters", "compressors", "fill_value", "dtype")}
+        keep = ("chunks", "filters", "compressors", "fill_value", "dtype")  # filters: refc's int16 codec
+        enc = {k: v for k, v in var.encoding.items() if k in keep}
         if name in raw.data_vars and var.chunks:
             grown[name] = grown[name].chunk(dict(zip(var.dims, enc.get("chunks", ()))))
         encoding[name] = enc
@@ -436,7 +437,7 @@ def _integer_view(arr: zarr.Array) -> zarr.Array | None:
     stored = np.dtype(cast(str, conf.get("astype") or conf["dtype"]))
     if stored.kind != "i" or conf.get("offset", 0) != 0:
         return None
-    doc = dict(arr.metadata.to_dict())
+    doc: dict[str, Any] = dict(arr.metadata.to_dict())
     doc.update(data_type=stored.name, fill_value=int(np.iinfo(stored).min), codecs=list(doc["codecs"])[1:])
     raw = AsyncArray(metadata=cast(Any, doc), store_path=arr._async_array.store_path,
                      config=replace(arr._async_array.config, write_empty_chunks=False))

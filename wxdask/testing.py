@@ -478,7 +478,8 @@ def make_store(
 
     The ingest stage's own template and encoding (:func:`wxdask.ingest.refc_template`,
     :data:`wxdask.ingest.ENCODING`: int16 ``lead_time``, ``refc`` float32 dBZ stored
-    as int16 sixteenths of a dB (:func:`wxdask.store.sixteenths_codec`), one image per chunk, per-slot ``status`` chunks) are
+    as int16 sixteenths of a dB (:func:`wxdask.store.sixteenths_codec`), one image
+    per chunk, per-slot ``status`` chunks) are
     created with :func:`wxdask.store.init_output`; slots are then written as
     :func:`wxdask.ingest.write_slot` writes them (image and ``grib_bytes``
     first, ``status`` last, codes from :data:`wxdask.ingest.STATUS`).
