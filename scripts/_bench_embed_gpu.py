@@ -101,7 +101,7 @@ def main() -> int:
     big = build_store(str(work / "big.zarr"), args.images, args.grid, args.distinct, threads)
     say(f"store: {args.images} images of {args.grid} written")
     warm = build_store(str(work / "warm.zarr"), args.warmup_images, args.grid, min(args.distinct, 8), threads)
-    ds = store.open_input(big, ["refc"], decode=False)
+    ds = store.open_input(big, ["refc"])
     grid_shape = (ds.sizes["y"], ds.sizes["x"])
     stored_mb = sum(f.stat().st_size for f in (work / "big.zarr" / "refc").rglob("*") if f.is_file()) / 1e6
     say(

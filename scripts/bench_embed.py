@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reusing {store_cfg.url} (delete it for a new one)")
     else:
         store_cfg = make_refc_store(work / "bench.zarr", str(start), str(end), leads=leads, grid=grid_arg)
-    ds = store.open_input(store_cfg, ["refc", "status"], decode=False)
+    ds = store.open_input(store_cfg, ["refc", "status"])
     grid = (ds.sizes["y"], ds.sizes["x"])
     ok = ds["status"].values == 1
     print(f"store: {int(ok.sum())} images of {grid[0]}x{grid[1]} in {time.perf_counter() - t0:.1f} s ({store_cfg.url})")
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: {mcfg.n_layers} layers {mcfg.filters}, {model.count_params():,} parameters")
 
     # ---- bare model.predict on the same images, in memory
-    raw = ds["refc"].values[ok]
+    raw = store.read_region(store_cfg, "refc", (slice(None),))[ok]
     x = wm.scale_raw(raw, mcfg.clip_max)[..., None]
     encoder = wm.encoder_of(wm.load_model(model_dir))
     encoder.predict(x[: args.batch_size], batch_size=args.batch_size, verbose=0)  # compile

@@ -96,7 +96,7 @@ def bench(store_cfg, *, epochs: int, batch_size: int, rounds: int, holdout_every
 
     Timer = _timer_class()
     base = TrainConfig(model_dir=str(workdir / "m"), epochs=epochs, batch_size=batch_size, holdout_every=holdout_every)
-    ds = wstore.open_input(store_cfg, ["refc", "status"], decode=False)
+    ds = wstore.open_input(store_cfg, ["refc", "status"])
     plan = train.plan_training(ds, ModelConfig(), base, store_cfg.url)
     n = plan.split["n_train"]
     t = time.perf_counter()

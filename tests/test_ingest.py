@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from wxdask import ingest, store
 from wxdask.cli import main
-from wxdask.config import Config
+from wxdask.config import Config, StoreConfig
 from wxdask.errors import SourceNotFoundError, StoreLayoutError
 from wxdask.ingest import STATUS, decode_refc, hrrr_key
 from wxdask.s3local import ARCHIVE_BUCKET
@@ -91,9 +91,11 @@ def test_store_values_equal_the_grib_messages(reference, archive):
             want = _grib_values(archive, t, lead)
             got = ds.refc.sel(time=t, lead_time=lead).values
             np.testing.assert_array_equal(got, want)
-    # stored losslessly as int16 sixteenths
-    raw = xr.open_zarr(str(path), consolidated=False, mask_and_scale=False)
-    assert raw.refc.dtype == np.int16
+    # float32 dBZ in xarray, stored losslessly as int16 sixteenths (what the stages read)
+    assert ds.refc.dtype == np.float32
+    raw = store.read_region(StoreConfig(url=str(path)), "refc", (slice(None),))
+    assert raw.dtype == np.int16
+    np.testing.assert_array_equal(raw, np.where(np.isnan(ds.refc.values), -32768, ds.refc.values * 16))
     assert float(ds.refc.min()) == -10.0
 
 

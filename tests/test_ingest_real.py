@@ -321,6 +321,38 @@ def test_ok_slots_equal_the_real_message(ingested, raw):
     assert str(ds.source_identity.sel(time=t(0), lead_time=0).values).startswith("grib=")
 
 
+def test_plain_xarray_reads_the_real_message_as_float32_dbz_losslessly(ingested, raw):
+    """float32 dBZ equal to ecCodes' decode of the message, NaN where not filled, int16 + zstd on disk as before."""
+    import numcodecs
+    import zarr
+
+    from wxdask import store
+    from wxdask.config import StoreConfig
+
+    path = ingested[0]
+    ds = xr.open_zarr(str(path), consolidated=False)  # plain xarray: no wxdask code on the read path
+    assert ds.refc.dtype == np.float32
+    handle = eccodes.codes_new_from_message(raw)
+    try:
+        want = eccodes.codes_get_values(handle).reshape(HRRR.shape)  # float64 dBZ, as ecCodes decodes it
+    finally:
+        eccodes.codes_release(handle)
+    for h, lead in [(0, 0), (14, 0), (1, 1)]:
+        got = ds.refc.sel(time=t(h), lead_time=lead).values
+        assert np.array_equal(got.astype(np.float64), want), (h, lead)  # exact: the 1/16 dB lattice
+    assert np.isnan(ds.refc.sel(time=t(1), lead_time=0).values).all()  # a mismatch: not filled
+    assert np.isnan(ds.refc.sel(time=t(5), lead_time=0).values).all()  # empty
+    assert zarr.open_array(str(path / "refc"), mode="r").dtype == np.float32
+    # on disk: the int16 sixteenths, zstd-compressed, byte for byte what the int16 layout stored
+    cfg = StoreConfig(url=str(path))
+    sixteenths = store.read_region(cfg, "refc", (0, 0))
+    assert sixteenths.dtype == np.int16 and np.array_equal(sixteenths, want * 16)
+    stored = int(store.chunk_nbytes(cfg, "refc")[0, 0].sum())
+    assert stored == len(numcodecs.Zstd(level=0).encode(sixteenths.astype("<i2").tobytes()))
+    message = int(ds.grib_bytes.sel(time=t(0), lead_time=0))
+    assert 0.5 < stored / message < 1.5, (stored, message)
+
+
 def test_another_packing_on_the_lattice_is_stored_losslessly(raw):
     values = decode_refc(raw)[0]
     on = repack(raw, values / 16.0, bitsPerValue=16)

@@ -44,7 +44,7 @@ def test_make_store_has_the_ingested_layout(tmp_path):
     """Same variables, dims, dtypes, encodings and chunking per slot as a store written by ``ingest.run``."""
     real = make_refc_store(tmp_path / "real.zarr", "2022-06-01T00", "2022-06-01T02", leads=(0, 1))
     tiny = make_tiny_store(tmp_path / "tiny.zarr", nt=2, missing=((1, 1),))
-    a, b = store.open_store(real, decode=False), store.open_store(tiny, decode=False)
+    a, b = store.open_store(real), store.open_store(tiny)
     assert set(a.variables) == set(b.variables)
     for name in a.variables:
         assert a[name].dims == b[name].dims, name

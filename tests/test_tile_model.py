@@ -78,7 +78,7 @@ def numpy_tiles(store: StoreConfig):
 
 def test_training_uses_only_training_day_tiles_with_echo(base_store, tmp_path):
     cfg = tile_cfg(base_store, tmp_path / "m")
-    ds = wxstore.open_input(base_store, ["refc", "status"], decode=False)
+    ds = wxstore.open_input(base_store, ["refc", "status"])
     plan, grid, tiling, tr, ho = tile_model.plan_tiles(cfg, ds)
     assert tiling.size == 8 and tiling.shape == (8, 14) and plan.grid_shape == (8, 8)
 
@@ -115,7 +115,7 @@ def test_short_training_lowers_heldout_tile_loss_and_writes_metadata(trained):
     assert model.get_layer("refc_embedding").units == 50 and model.input_shape[1:] == (8, 8, 1)
 
     # held-out loss of the same model untrained (same seed) vs trained
-    ds = wxstore.open_input(cfg.store, ["refc", "status"], decode=False)
+    ds = wxstore.open_input(cfg.store, ["refc", "status"])
     plan, _, tiling, _, ho = tile_model.plan_tiles(cfg.replace(tiles={"model_dir": str(model_dir) + "-x"}), ds)
     batches = tile_model._tile_batches_class()(cfg.store, ho, tiling, 256, 60.0, 0, False)
     keras.utils.set_random_seed(0)
@@ -146,7 +146,7 @@ def test_evaluation_writes_tile_scores_for_autoencoder_and_pca(trained):
 def reference_embedding(store: StoreConfig, model_dir: str):
     """Tile embeddings by encoding numpy tiles with the model directly: (time, lead, ty, tx, 50)."""
     ds, ok, frac, (r0, c0, size) = numpy_tiles(store)
-    raw = xr.open_zarr(store.url, consolidated=False, mask_and_scale=False)["refc"].values
+    raw = wxstore.read_region(store, "refc", (slice(None),))
     enc = wm.encoder_of(wm.load_model(model_dir))
     nt, nl, ty, tx = frac.shape
     ref = np.full((nt, nl, ty, tx, 50), np.nan, np.float32)

@@ -129,7 +129,7 @@ def test_plan_splits_by_day_and_records_it(store, tmp_path):
     from wxdask.store import open_input
 
     cfg = tiny_cfg(store, tmp_path / "m")
-    plan = train.plan_training(open_input(store, ["refc", "status"], decode=False), cfg.model, cfg.train, store.url)
+    plan = train.plan_training(open_input(store, ["refc", "status"]), cfg.model, cfg.train, store.url)
     assert plan.grid == "coarse" and plan.grid_shape == (66, 112)
     assert plan.split["heldout_days"] == ["2020-06-01", "2020-06-04"]
     assert plan.split["train_days"] == ["2020-06-02", "2020-06-03", "2020-06-05", "2020-06-06"]
@@ -150,7 +150,7 @@ def test_short_training_lowers_heldout_loss_and_writes_model_dir(store, tmp_path
     from wxdask.store import open_input
 
     cfg = tiny_cfg(store, tmp_path / "m", epochs=2)
-    plan = train.plan_training(open_input(store, ["refc", "status"], decode=False), cfg.model, cfg.train, store.url)
+    plan = train.plan_training(open_input(store, ["refc", "status"]), cfg.model, cfg.train, store.url)
     keras.utils.set_random_seed(cfg.train.seed)
     before = _heldout_loss(wm.build_autoencoder(plan.model, plan.grid_shape), store, plan)
 
@@ -179,7 +179,7 @@ class Interrupt(Exception):
 def test_resume_after_interruption_matches_an_uninterrupted_run(store, tmp_path):
     from wxdask.store import open_input
 
-    ds = open_input(store, ["refc", "status"], decode=False)
+    ds = open_input(store, ["refc", "status"])
     full = tiny_cfg(store, tmp_path / "full", epochs=3, lr_schedule="cosine")  # the schedule resumes too
     train.fit(store, full.train, train.plan_training(ds, full.model, full.train, store.url))
     want = wm.read_metadata(tmp_path / "full")["losses"]

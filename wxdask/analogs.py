@@ -236,7 +236,7 @@ def score_store(store_cfg: "StoreConfig", encoder: "Predictor", scaled: Callable
     """
     from wxdask import store
 
-    ds = store.open_store(store_cfg, decode=False)
+    ds = store.open_store(store_cfg)
     li = 0
     times = ds["time"].values
     have = store.ok_mask(ds)[:, li]

@@ -207,7 +207,7 @@ def decode(store_cfg: StoreConfig, valid: np.ndarray, chunk: int, source: ModelS
 def _open(cfg: Config, source: ModelSource | None) -> tuple[xr.Dataset, ModelSource, ModelInfo]:
     from wxdask import store
 
-    ds = store.open_input(cfg.store, ["refc", "status", "embedding"], decode=False)
+    ds = store.open_input(cfg.store, ["refc", "status", "embedding"])
     attrs = ds["embedding"].attrs
     source = source if source is not None else resolve_model(cfg.decode.model_dir or cfg.train.model_dir, attrs)
     return ds, source, check_model(source, attrs, cfg.store.url)

@@ -340,7 +340,7 @@ def run(cfg: Config, client: Client | None, *, source: ModelSource | None = None
     start = _time.perf_counter()
     source = source if source is not None else resolve_model(cfg.embed.model_dir or cfg.train.model_dir)
     meta = source.metadata()
-    ds = store.open_input(cfg.store, ["refc", "status"], decode=False)
+    ds = store.open_input(cfg.store, ["refc", "status"])
     grid = (ds.sizes["y"], ds.sizes["x"])
     if tuple(meta["grid"]) != grid:
         raise ModelError(

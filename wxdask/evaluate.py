@@ -262,7 +262,7 @@ def pca_inputs(refc: da.Array, time_index: np.ndarray, lead_index: np.ndarray, c
     Parameters
     ----------
     refc : dask.array.Array
-        The store's ``refc`` as stored (int16, ``decode=False``).
+        The store's ``refc`` as stored (int16 sixteenths of a dB, :func:`wxdask.store.stored_array`).
     time_index, lead_index : numpy.ndarray
         Positions of the slots.
     clip_max : float
@@ -423,8 +423,9 @@ def run(cfg: Config, client: Client | None) -> str:
     if not (model_dir / wxmodel.MODEL_FILE).is_file():
         raise ModelError(f"no model at {str(model_dir / wxmodel.MODEL_FILE)!r}; train one with `wxdask train`")
     info = wxmodel.ModelDir(str(model_dir)).metadata()
-    ds = store.open_input(cfg.store, ["refc", "status"], decode=False)
+    ds = store.open_input(cfg.store, ["refc", "status"])
     refc = ds["refc"]
+    stored = store.stored_array(cfg.store)  # int16 sixteenths, lazily: what the PCA baseline scales
     shape = [int(s) for s in refc.shape[-2:]]
     if list(info["grid"]) != shape:
         raise ModelError(
@@ -462,7 +463,7 @@ def run(cfg: Config, client: Client | None) -> str:
     rng = np.random.default_rng(ecfg.seed)
     n_fit = min(ecfg.pca_max_train, train_slots[0].size)
     pick = np.sort(rng.choice(train_slots[0].size, n_fit, replace=False))
-    x_fit = pca_inputs(refc.data, train_slots[0][pick], train_slots[1][pick], clip_max, ecfg.batch_size)
+    x_fit = pca_inputs(stored, train_slots[0][pick], train_slots[1][pick], clip_max, ecfg.batch_size)
     if x_fit.nbytes < 2**30:
         x_fit = x_fit.persist()
     n_components = min(n_latent, n_fit, x_fit.shape[1])
@@ -474,14 +475,14 @@ def run(cfg: Config, client: Client | None) -> str:
     mean = np.asarray(pca.mean_.compute() if hasattr(pca.mean_, "compute") else pca.mean_, dtype=np.float32)
     components = np.asarray(pca.components_, dtype=np.float32)
     del x_fit
-    x_held = pca_inputs(refc.data, held[0], held[1], clip_max, ecfg.batch_size)
+    x_held = pca_inputs(stored, held[0], held[1], clip_max, ecfg.batch_size)
     pca_total = pca_stats(x_held, mean, components, clip_max).sum(axis=0).compute()
     pca_scores = scores_from_stats(pca_total)
     logger.info("PCA-%d: %s", n_components, _fmt(pca_scores))
 
     # Side-by-side examples.
     ex = ae["examples"]
-    x_ex = pca_inputs(refc.data, held[0][ex], held[1][ex], clip_max, max(1, ex.size)).compute()
+    x_ex = pca_inputs(stored, held[0][ex], held[1][ex], clip_max, max(1, ex.size)).compute()
     pca_ex = to_dbz(pca_reconstruct_block(x_ex, mean, components), clip_max).reshape(-1, *shape)
     times, leads = ds["time"].values, ds["lead_time"].values
     titles = [f"{np.datetime64(times[held[0][i]], 'h')} +{int(leads[held[1][i]])}h" for i in ex]

@@ -27,6 +27,7 @@ from wxdask.errors import StoreLayoutError
 __all__ = [
     "exists",
     "check_location",
+    "sixteenths_codec",
     "open_store",
     "open_input",
     "init_output",
@@ -40,6 +41,7 @@ __all__ = [
     "control_url",
     "read_region",
     "read_slots",
+    "stored_array",
     "ok_code",
     "ok_mask",
     "flatten_slots",
@@ -54,6 +56,32 @@ logger = logging.getLogger(__name__)
 
 #: Time coordinate encoding shared by every variable (stable under appends).
 TIME_ENCODING = {"units": "hours since 1970-01-01 00:00:00", "calendar": "proleptic_gregorian", "dtype": "int64"}
+
+# refc's codec is numcodecs' FixedScaleOffset, which zarr-python (numcodecs is one of its dependencies) reads
+# anywhere; zarr warns at each metadata parse that other Zarr implementations may lack it. The README says so once.
+warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3 specification",
+                        module=r"zarr\.codecs\.numcodecs")
+
+
+def sixteenths_codec() -> Any:
+    """The Zarr codec that stores a float32 array (``refc``, dBZ) as int16 sixteenths of a dB.
+
+    numcodecs' ``FixedScaleOffset`` (scale 16, offset 0, ``astype`` int16), an
+    array-to-array codec ahead of the bytes and zstd codecs: the chunks on disk
+    are the int16 sixteenths, while :func:`xarray.open_zarr` (or plain
+    zarr-python, without wxdask) reads float32 dBZ. Exact for values on the
+    1/16 dB lattice within +-2047.9 dB. It cannot store NaN: wxdask writes
+    ``refc`` only through :func:`write_region`, as int16 (a slot never written
+    or cleared has no chunk, and reads as the fill value NaN).
+
+    Examples
+    --------
+    >>> sixteenths_codec().codec_config["scale"]
+    16
+    """
+    from zarr.codecs.numcodecs import FixedScaleOffset
+
+    return FixedScaleOffset(offset=0, scale=16, dtype="<f4", astype="<i2")
 
 
 def _fs_and_path(cfg: StoreConfig) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -119,16 +147,18 @@ def check_location(cfg: StoreConfig, *, write: bool = False) -> tuple[fsspec.Abs
     return fs, path
 
 
-def open_store(cfg: StoreConfig, *, decode: bool = True) -> xr.Dataset:
-    """Open the whole store lazily.
+def open_store(cfg: StoreConfig) -> xr.Dataset:
+    """Open the whole store lazily, decoded (``refc`` in dBZ, NaN where a slot is not filled).
+
+    ``refc`` comes back as float32 dBZ (a store ingested before the float32
+    layout: float64, from its CF ``scale_factor``; re-ingest it to a new store
+    for float32). Stages that move compact images read them as stored, int16
+    sixteenths of a dB, with :func:`read_slots` or :func:`read_region`.
 
     Parameters
     ----------
     cfg : StoreConfig
         Where the store is.
-    decode : bool
-        ``False`` keeps packed integers as stored (``refc`` as int16 in 1/16 dBZ),
-        for stages that move compact images and scale them on the device.
 
     Returns
     -------
@@ -140,6 +170,11 @@ def open_store(cfg: StoreConfig, *, decode: bool = True) -> xr.Dataset:
     StoreLayoutError
         If there is no Zarr store at ``cfg.url``.
     """
+    return _open(cfg, decode=True)
+
+
+def _open(cfg: StoreConfig, *, decode: bool) -> xr.Dataset:
+    """:func:`open_store`; ``decode=False`` keeps CF packing as stored (for :func:`_rewrite_sorted` only)."""
     if not exists(cfg):
         raise StoreLayoutError(f"no wxdask store at {cfg.url!r}; create it with `wxdask ingest --store {cfg.url}`")
     return xr.open_zarr(
@@ -151,15 +186,15 @@ def open_store(cfg: StoreConfig, *, decode: bool = True) -> xr.Dataset:
     )
 
 
-def open_input(cfg: StoreConfig, variables: Iterable[str], *, decode: bool = True) -> xr.Dataset:
-    """Open the store and check that it holds ``variables``.
+def open_input(cfg: StoreConfig, variables: Iterable[str]) -> xr.Dataset:
+    """Open the store (as :func:`open_store`) and check that it holds ``variables``.
 
     Raises
     ------
     StoreLayoutError
         Naming the missing variable and the stage that makes it.
     """
-    ds = open_store(cfg, decode=decode)
+    ds = open_store(cfg)
     makers = {"refc": "ingest", "status": "ingest", "embedding": "embed"}
     for name in variables:
         if name not in ds.variables:
@@ -336,11 +371,12 @@ def _rewrite_sorted(
     fs, path = _fs_and_path(cfg)
     tmp_url = cfg.url.rstrip("/") + ".rewrite-tmp"
     tmp_cfg = StoreConfig(url=tmp_url, storage_options=cfg.storage_options)
-    raw = open_store(cfg, decode=False)
+    raw = _open(cfg, decode=False)
     grown = raw.reindex({dim: values}, fill_value=_raw_fills(raw, fill_values))
     encoding = {}
     for name, var in raw.variables.items():
-        enc = {k: v for k, v in var.encoding.items() if k in ("chunks", "compressors", "fill_value", "dtype")}
+        keep = ("chunks", "filters", "compressors", "fill_value", "dtype")  # filters: refc's int16 codec
+        enc = {k: v for k, v in var.encoding.items() if k in keep}
         if name in raw.data_vars and var.chunks:
             grown[name] = grown[name].chunk(dict(zip(var.dims, enc.get("chunks", ()))))
         encoding[name] = enc
@@ -370,8 +406,69 @@ def _group(cfg: StoreConfig, mode: Literal["r", "r+", "a", "w", "w-"] = "r+") ->
                            use_consolidated=False)
 
 
+def _stored(group: zarr.Group, name: str) -> tuple[zarr.Array, bool]:
+    """Array ``name`` as stored, and whether that is an integer view below a scale codec (``refc``)."""
+    arr = cast("zarr.Array", group[name])
+    view = _integer_view(arr)
+    return (arr, False) if view is None else (view, True)
+
+
+def _integer_view(arr: zarr.Array) -> zarr.Array | None:
+    """The integers below ``arr``'s leading scale codec (``refc``), or None if it has none.
+
+    ``refc`` is a float32 array in dBZ whose first codec, numcodecs'
+    ``FixedScaleOffset`` (scale 16, ``astype`` int16), stores it as int16
+    sixteenths of a dB. This view reads and writes those int16 values with the
+    rest of the codec chain (bytes, zstd), so stages move compact images with
+    no float pass. Its fill value is the integer's minimum (-32768), and an
+    image written all at that value is not stored (the chunk is removed), so it
+    reads back as NaN in the float32 array. Any other array (an ``refc`` of
+    the int16 + ``scale_factor`` layout, a float32 one) has no such view.
+    """
+    from dataclasses import replace
+
+    from zarr.codecs.numcodecs import FixedScaleOffset
+    from zarr.core.array import AsyncArray
+
+    codecs = arr.metadata.codecs if arr.metadata.zarr_format == 3 else ()
+    if not codecs or not isinstance(codecs[0], FixedScaleOffset):
+        return None
+    conf = codecs[0].codec_config
+    stored = np.dtype(cast(str, conf.get("astype") or conf["dtype"]))
+    if stored.kind != "i" or conf.get("offset", 0) != 0:
+        return None
+    doc: dict[str, Any] = dict(arr.metadata.to_dict())
+    doc.update(data_type=stored.name, fill_value=int(np.iinfo(stored).min), codecs=list(doc["codecs"])[1:])
+    raw = AsyncArray(metadata=cast(Any, doc), store_path=arr._async_array.store_path,
+                     config=replace(arr._async_array.config, write_empty_chunks=False))
+    return zarr.Array(raw)
+
+
+def _check_stored(name: str, arr: zarr.Array, value: Any) -> None:
+    """Refuse a write to a scaled array's integer view ``arr`` that would store a value it does not mean.
+
+    A float (NaN would be cast to an arbitrary integer) is refused; so is an
+    image (the last two axes) holding the fill value in some pixels only,
+    which would read back as a number (-2048 dBZ), not NaN.
+    """
+    value = np.asarray(value)
+    if value.dtype != arr.dtype:
+        raise StoreLayoutError(
+            f"{name} is written as stored, {arr.dtype} (int16 sixteenths of a dB for refc), got {value.dtype}; "
+            "no float can be written to it (a NaN would become a number)"
+        )
+    if value.ndim >= 2:
+        fill = value == arr.fill_value
+        some, every = fill.any(axis=(-2, -1)), fill.all(axis=(-2, -1))
+        if np.any(some & ~every):
+            raise StoreLayoutError(
+                f"{name}: an image holds the fill value {arr.fill_value} in some pixels only; a slot is "
+                "either whole (no fill value) or cleared (every pixel the fill value)"
+            )
+
+
 def write_region(cfg: StoreConfig, values: dict[str, Any], index: tuple) -> None:
-    """Write raw (already encoded) values of several variables at one index.
+    """Write values as stored (``refc``: int16 sixteenths of a dB) of several variables at one index.
 
     Called from workers. ``index`` must select whole chunks of every variable
     (e.g. one ``(time, lead_time)`` slot whose image is one chunk), so concurrent
@@ -382,13 +479,23 @@ def write_region(cfg: StoreConfig, values: dict[str, Any], index: tuple) -> None
     cfg : StoreConfig
         Where the store is.
     values : dict of str to numpy.ndarray
-        Encoded values per variable, written in the order given.
+        Values as stored per variable, written in the order given; an
+        ``refc`` image all -32768 clears its slot (it reads back as NaN).
     index : tuple
         Positional index into each variable's leading dims.
+
+    Raises
+    ------
+    StoreLayoutError
+        If an ``refc`` value is not int16, or an image holds -32768 in some
+        pixels only (it would read back as a number, not NaN).
     """
     group = _group(cfg)
     for name, value in values.items():
-        cast("zarr.Array", group[name])[index] = value  # the store's variables are arrays
+        arr, scaled = _stored(group, name)
+        if scaled:
+            _check_stored(name, arr, value)
+        arr[index] = value
 
 
 def write_points(cfg: StoreConfig, values: dict[str, np.ndarray], index: tuple[np.ndarray, ...]) -> None:
@@ -408,15 +515,20 @@ def write_points(cfg: StoreConfig, values: dict[str, np.ndarray], index: tuple[n
     """
     group = _group(cfg)
     for name, value in values.items():
-        cast("zarr.Array", group[name]).vindex[index] = value
+        arr, scaled = _stored(group, name)
+        if scaled:
+            _check_stored(name, arr, value)
+        arr.vindex[index] = value
 
 
 def read_region(cfg: StoreConfig, name: str, index: tuple) -> np.ndarray:
-    """Read raw (still encoded) values of one variable, from a worker.
+    """Read values as stored of one variable, from a worker: the one way stages read raw images.
 
     The counterpart of :func:`write_region`: no xarray decoding, so ``refc``
-    comes back as stored (int16 in 1/16 dBZ). Chunks never written read as the
-    variable's fill value (NaN for float variables).
+    comes back as stored, int16 sixteenths of a dB (from the float32 layout's
+    int16 codec, or from an older int16 + ``scale_factor`` store alike).
+    Chunks never written read as the variable's fill value (-32768 for
+    ``refc``, NaN for float variables).
 
     Parameters
     ----------
@@ -431,7 +543,37 @@ def read_region(cfg: StoreConfig, name: str, index: tuple) -> np.ndarray:
     -------
     numpy.ndarray
     """
-    return np.asarray(cast("zarr.Array", _group(cfg, mode="r")[name]).oindex[index])
+    return np.asarray(_stored(_group(cfg, mode="r"), name)[0].oindex[index])
+
+
+class _Stored:
+    """Array-like over :func:`read_region` (picklable: a config and a name), for :func:`stored_array`."""
+
+    def __init__(self, cfg: StoreConfig, name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.cfg, self.name, self.shape, self.dtype, self.ndim = cfg, name, shape, dtype, len(shape)
+
+    def __getitem__(self, index: tuple) -> np.ndarray:
+        return read_region(self.cfg, self.name, index)
+
+
+def stored_array(cfg: StoreConfig, name: str = "refc") -> Any:
+    """A variable as stored (``refc``: int16 sixteenths of a dB), lazily: :func:`read_region` per chunk.
+
+    For lazy wrappers that read raw images (the PCA baseline); chunked as
+    stored, so one task reads one ``refc`` image.
+
+    Returns
+    -------
+    dask.array.Array
+        Shape of the variable, its stored dtype (int16 for ``refc``, -32768
+        where a slot is not filled).
+    """
+    import dask.array as da
+
+    arr = _stored(_group(cfg, mode="r"), name)[0]
+    like = _Stored(cfg, name, tuple(arr.shape), arr.dtype)
+    return da.from_array(like, chunks=tuple(arr.chunks), name=False, asarray=True, lock=False,
+                         meta=np.empty((0,) * len(arr.shape), dtype=arr.dtype))
 
 
 def read_slots(cfg: StoreConfig, time_index: np.ndarray, lead_index: np.ndarray, name: str = "refc") -> np.ndarray:

@@ -477,8 +477,9 @@ def make_store(
     """A small store with the real layout, built in this process through :mod:`wxdask.store`.
 
     The ingest stage's own template and encoding (:func:`wxdask.ingest.refc_template`,
-    :data:`wxdask.ingest.ENCODING`: int16 ``lead_time``, ``refc`` packed as int16
-    sixteenths of a dB, one image per chunk, per-slot ``status`` chunks) are
+    :data:`wxdask.ingest.ENCODING`: int16 ``lead_time``, ``refc`` float32 dBZ stored
+    as int16 sixteenths of a dB (:func:`wxdask.store.sixteenths_codec`), one image
+    per chunk, per-slot ``status`` chunks) are
     created with :func:`wxdask.store.init_output`; slots are then written as
     :func:`wxdask.ingest.write_slot` writes them (image and ``grib_bytes``
     first, ``status`` last, codes from :data:`wxdask.ingest.STATUS`).
@@ -513,7 +514,7 @@ def make_store(
         Whether ``refc`` is kept (default: when ``refc`` or ``status`` is given).
     refc_encoding : dict, optional
         Replaces ingest's int16 packing of ``refc`` (only for oracles that need
-        unquantized images, e.g. ``{"dtype": "float32"}``).
+        unquantized images, e.g. ``{"dtype": "float32"}``: plain float32, no codec).
 
     Returns
     -------
@@ -591,8 +592,9 @@ def read_raw(cfg: StoreConfig) -> tuple[Any, Any]:
     """``refc`` as stored (int16 sixteenths of a dB) and ``status``, as numpy arrays."""
     from wxdask import store
 
-    ds = store.open_input(cfg, ["refc", "status"], decode=False)
-    return ds["refc"].values, ds["status"].values
+    store.open_input(cfg, ["refc", "status"])  # names a missing variable
+    whole = (slice(None),)
+    return store.read_region(cfg, "refc", whole), store.read_region(cfg, "status", whole)
 
 
 #: Grid of the tiny embed/decode stores.

@@ -232,7 +232,7 @@ def run(cfg: Config, client: Client | None, *, source: ModelSource | None = None
     start = _time.perf_counter()
     source = source if source is not None else resolve_model(cfg.tiles.model_dir)
     meta = source.metadata()
-    ds = wxstore.open_input(cfg.store, ["refc", "status"], decode=False)
+    ds = wxstore.open_input(cfg.store, ["refc", "status"])
     grid = store_grid(ds)
     tiling = tiling_of_model(read_metadata(source.path), grid, source.path)
     if tuple(meta["grid"]) != (tiling.size, tiling.size):

@@ -85,7 +85,7 @@ def run(cfg: Config, client: Client | None) -> str:
     model_dir = Path(cfg.tiles.model_dir)
     info = wxmodel.ModelDir(str(model_dir)).metadata()
     meta = wxmodel.read_metadata(model_dir)
-    ds = wxstore.open_input(cfg.store, ["refc", "status"], decode=False)
+    ds = wxstore.open_input(cfg.store, ["refc", "status"])
     tiling = tiling_of_model(meta, store_grid(ds), str(model_dir))
     thr = float(meta["tiles"]["echo_threshold"])
     split = meta.get("split") or {}

@@ -345,7 +345,7 @@ def run_train(cfg: Config, client: Client | None) -> str:
     from wxdask.client import gpu_workers
     from wxdask.errors import ClusterError
 
-    ds = wxstore.open_input(cfg.store, ["refc", "status"], decode=False)
+    ds = wxstore.open_input(cfg.store, ["refc", "status"])
     tcfg = tile_train_config(cfg)
     model_dir = Path(tcfg.model_dir)
     plan, grid, tiling = _plan_split(cfg, ds)  # checks a model already there is this one

@@ -209,7 +209,8 @@ def slot_images(refc: da.Array, time_index: np.ndarray, lead_index: np.ndarray, 
     Parameters
     ----------
     refc : dask.array.Array
-        The store's ``refc`` as stored (int16, ``decode=False``), ``(time, lead_time, y, x)``.
+        The store's ``refc`` as stored (int16 sixteenths of a dB, :func:`wxdask.store.stored_array`),
+        ``(time, lead_time, y, x)``.
     time_index, lead_index : numpy.ndarray
         Positions of the slots.
     clip_max : float
@@ -697,7 +698,7 @@ def fit(store_cfg: StoreConfig, train_cfg: TrainConfig, plan: TrainPlan, *,
                   "losses": {"loss": [], "val_loss": []}}
     record["split"] = plan.split
 
-    store.open_input(store_cfg, ["refc"], decode=False)  # fails early, naming the store, if it went away
+    store.open_input(store_cfg, ["refc"])  # fails early, naming the store, if it went away
     train_ds, held_ds = datasets if datasets is not None else make_datasets(store_cfg, plan, train_cfg)
     _, EpochSetter, Checkpointer = _keras_classes()
     n_train, n_held = plan.split["n_train"], plan.split["n_heldout"]
@@ -729,7 +730,7 @@ def fit(store_cfg: StoreConfig, train_cfg: TrainConfig, plan: TrainPlan, *,
         "scaling": {
             "input": "clip(dBZ, 0, clip_max) / clip_max, float32",
             "clip_max": plan.model.clip_max,
-            "stored": "int16 sixteenths of a dBZ (refc with decode=False): dBZ = raw / 16",
+            "stored": "int16 sixteenths of a dBZ (refc as wxdask.store.read_slots reads it): dBZ = raw / 16",
             "output": "reconstruction * clip_max = dBZ",
         },
         "store": plan.store_url,
@@ -776,7 +777,7 @@ def run(cfg: Config, client: Client | None) -> str:
     from wxdask import store
     from wxdask.client import gpu_workers
 
-    ds = store.open_input(cfg.store, ["refc", "status"], decode=False)
+    ds = store.open_input(cfg.store, ["refc", "status"])
     plan = plan_training(ds, cfg.model, cfg.train, cfg.store.url)
     model_dir = Path(cfg.train.model_dir)
 

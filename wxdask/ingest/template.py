@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from wxdask import store
 from wxdask.grid import Grid, grid_mapping_attrs, latlon, projection_xy
 from wxdask.ingest.header import STATUS
 
@@ -22,7 +23,8 @@ _SLOT_SHARDS = {"chunks": (SHARD_TIMES // 4, 1), "shards": (SHARD_TIMES, 1)}
 #: Zarr encoding of the ingest stage's variables. The small per-slot arrays are sharded
 #: (``SHARD_TIMES`` x 1 slots per object); one task writes every slot of a shard.
 ENCODING: dict[str, dict[str, Any]] = {
-    "refc": {"dtype": "int16", "scale_factor": 1 / 16, "_FillValue": np.int16(-32768), "fill_value": -32768},
+    # float32 dBZ for xarray, int16 sixteenths + zstd on disk (the codec, not CF attributes, packs it)
+    "refc": {"dtype": "float32", "filters": [store.sixteenths_codec()], "fill_value": np.float32(np.nan)},
     "grib_bytes": {"fill_value": 0, **_SLOT_SHARDS},
     "status": {"fill_value": 0, **_SLOT_SHARDS},
     "grib_start": {"fill_value": 0, **_SLOT_SHARDS},
