@@ -78,7 +78,7 @@ def _values(endpoint_url: str) -> dict:
                           "storage_options": {"client_kwargs": {"endpoint_url": endpoint_url}}},
                 "ingest": {"start": START, "end": END, "leads": list(LEADS), "source": "s3://noaa-hrrr-bdp-pds",
                            "endpoint_url": endpoint_url, "backoff": 0.05},
-                "model": {"n_layers": 2, "pool": 4, "filters": [4, 8], "n_latent": 8},
+                "model": {"arch": "seed", "n_layers": 2, "pool": 4, "filters": [4, 8], "n_latent": 8},
                 "train": {"model_dir": "/shared/wxdask-model", "epochs": 1, "batch_size": 8, "holdout_every": 2,
                           "on_gpu_worker": True},
                 "evaluate": {"model_dir": "/shared/wxdask-model", "batch_size": 8},

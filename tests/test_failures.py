@@ -400,7 +400,7 @@ def _pipeline_config(tmp_path: Path, endpoint_url: str) -> Path:
         "store": {"url": str(tmp_path / "run.zarr")},
         "ingest": {"start": START, "end": END, "leads": list(LEADS), "source": f"s3://{BUCKET}",
                    "endpoint_url": endpoint_url, "backoff": 0.05},
-        "model": {"n_layers": 2, "pool": 4, "filters": [4, 8], "n_latent": 8},
+        "model": {"arch": "seed", "n_layers": 2, "pool": 4, "filters": [4, 8], "n_latent": 8},
         "train": {"model_dir": model, "epochs": EPOCHS, "batch_size": 8, "holdout_every": 2},
         "evaluate": {"model_dir": model},
         "embed": {"model_dir": model, "batch_size": 8, "images_per_task": 8},

@@ -17,7 +17,7 @@ from wxdask.errors import ConfigError, ModelError
 
 keras = pytest.importorskip("keras")
 
-TINY = ModelConfig(n_layers=2, pool=4, filters=(4, 8), kernel=3, n_latent=6)
+TINY = ModelConfig(n_layers=2, pool=4, filters=(4, 8), kernel=3, n_latent=6, arch="seed")
 GRID = (37, 50)  # crops to 32x48, pooled 2x3
 
 
@@ -47,10 +47,12 @@ def test_scale_input_clips_and_divides():
 # ----------------------------------------------------------------------------- architecture
 
 
-def test_full_hrrr_grid_default_has_969123_parameters():
-    m = wm.build_autoencoder(ModelConfig(), wm.GRIDS["hrrr"])
+def test_full_hrrr_grid_seed_architecture_has_969123_parameters():
+    seed = ModelConfig(arch="seed")
+    m = wm.build_autoencoder(seed, wm.GRIDS["hrrr"])
     assert m.count_params() == 969_123
-    assert wm.build_autoencoder(ModelConfig(upsample_first=True), wm.GRIDS["hrrr"]).count_params() == 969_123
+    assert wm.build_autoencoder(ModelConfig(arch="seed", upsample_first=True),
+                                wm.GRIDS["hrrr"]).count_params() == 969_123
     assert m.get_layer("cropped").output.shape[1:3] == (1024, 1792)
     emb = m.get_layer("refc_embedding")
     assert emb.units == 50 and emb.get_config()["activation"] == "linear"
@@ -63,7 +65,7 @@ def test_full_hrrr_grid_default_has_969123_parameters():
 
 
 def test_coarse_grid_gets_fewer_layers_and_same_bottleneck():
-    cfg = wm.fit_config_to_grid(ModelConfig(), wm.GRIDS["coarse"])
+    cfg = wm.fit_config_to_grid(ModelConfig(arch="seed"), wm.GRIDS["coarse"])
     assert (cfg.n_layers, cfg.filters, cfg.n_latent) == (2, (16, 32), 50)
     m = wm.build_autoencoder(cfg, wm.GRIDS["coarse"])
     assert m.get_layer("cropped").output.shape[1:3] == (64, 112)
@@ -73,9 +75,9 @@ def test_coarse_grid_gets_fewer_layers_and_same_bottleneck():
 
 def test_handmade_config_that_does_not_fit_is_an_error():
     with pytest.raises(ConfigError, match="n_layers=3"):
-        wm.fit_config_to_grid(ModelConfig(n_layers=3, pool=4, filters=(4, 8, 16)), (66, 112))
+        wm.fit_config_to_grid(ModelConfig(n_layers=3, pool=4, filters=(4, 8, 16), arch="seed"), (66, 112))
     with pytest.raises(ConfigError, match="smaller than pool"):
-        wm.build_autoencoder(ModelConfig(), (66, 112))
+        wm.build_autoencoder(ModelConfig(arch="seed"), (66, 112))
 
 
 def test_border_is_zero_and_encoder_decoder_compose_to_the_model():

@@ -172,6 +172,33 @@ def test_short_training_lowers_heldout_loss_and_writes_model_dir(store, tmp_path
     assert (tmp_path / "m" / wm.MODEL_FILE).stat().st_mtime_ns == mtime
 
 
+def test_short_training_of_the_default_model_improves_on_its_pca_start(store, tmp_path):
+    """The default (EOF) model starts at the PCA of the training images; two epochs lower its held-out loss."""
+    from wxdask.config import Config
+
+    cfg = Config.from_dict({"store": {"url": store.url}, "dask": {"progress": False},
+                            "train": {"model_dir": str(tmp_path / "m"), "epochs": 2, "batch_size": 16,
+                                      "holdout_every": 3}})
+    assert cfg.model.arch == "eof"
+    train.run(cfg, None)
+    meta = wm.read_metadata(tmp_path / "m")
+    losses = meta["losses"]
+    assert meta["model"]["arch"] == "eof" and meta["n_latent"] == 50
+    assert losses["val_loss"][-1] < losses["start_val_loss"], losses
+    # the recorded start is the PCA start's held-out loss: rebuilt here, independently of fit()
+    from wxdask import eof
+    from wxdask.store import open_input
+
+    plan = train.plan_training(open_input(store, ["refc", "status"]), cfg.model, cfg.train, store.url)
+    x = train.read_images(store, *plan.train_slots, 60.0)[..., 0]
+    n = min(cfg.train.eof_max_images, len(x))
+    assert n == len(x)  # all of them: the sample is the whole training side here
+    mean, comps = eof.fit_pca(x.reshape(len(x), -1), 50, power_iter=eof.POWER_ITER, seed=cfg.train.seed)
+    start = wm.build_autoencoder(plan.model, plan.grid_shape)
+    eof.set_eofs(start, mean, comps)
+    assert _heldout_loss(start, store, plan) == pytest.approx(losses["start_val_loss"], rel=1e-3)
+
+
 class Interrupt(Exception):
     pass
 

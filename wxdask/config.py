@@ -524,6 +524,12 @@ class IngestConfig:
 
 #: Autoencoder architectures (``model.arch``).
 ARCHITECTURES = ("eof", "seed")
+#: ModelConfig fields that only the seed architecture reads.
+_SEED_ONLY = ("n_layers", "pool", "filters", "kernel", "upsample_first")
+
+
+def _plain_value(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 @dataclass(frozen=True)
@@ -589,6 +595,12 @@ class ModelConfig:
         _positive_int("model.linear_max_points", self.linear_max_points)
         if not isinstance(self.upsample_first, bool):
             raise ConfigError(f"model.upsample_first must be true or false, got {self.upsample_first!r}")
+        if self.arch != "seed":
+            seed_only = [f"model.{name}" for name in _SEED_ONLY
+                         if _plain_value(getattr(self, name)) != _plain_value(getattr(_SEED_DEFAULTS, name))]
+            if seed_only:
+                raise ConfigError(f"{', '.join(seed_only)} apply to the seed architecture only; "
+                                  f"set model.arch: seed to use them (model.arch is {self.arch!r})")
         if not isinstance(self.filters, (list, tuple)):
             raise ConfigError(f"model.filters must be a list of {self.n_layers} positive ints, got {self.filters!r}")
         _positive_int("model.n_layers", self.n_layers)
@@ -604,6 +616,9 @@ class ModelConfig:
                 f"model.filters must have n_layers={self.n_layers} entries, got {list(filters)}"
             )
         object.__setattr__(self, "filters", filters)
+
+
+_SEED_DEFAULTS = ModelConfig(arch="seed")
 
 
 @dataclass(frozen=True)

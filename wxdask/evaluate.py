@@ -412,9 +412,8 @@ def run(cfg: Config, client: Client | None) -> str:
     StoreLayoutError
         If the store lacks ``refc`` or the held-out days hold no image.
     """
-    from dask_ml.decomposition import PCA
-
     from wxdask import store
+    from wxdask.eof import fit_pca
     from wxdask.client import gpu_workers
 
     ecfg = cfg.evaluate
@@ -469,11 +468,7 @@ def run(cfg: Config, client: Client | None) -> str:
     n_components = min(n_latent, n_fit, x_fit.shape[1])
     if n_components < n_latent:
         logger.warning("PCA baseline has only %d components (%d training images)", n_components, n_fit)
-    pca = PCA(n_components=n_components, svd_solver="randomized", iterated_power=ecfg.pca_power_iter,
-              random_state=ecfg.seed)
-    pca.fit(x_fit)
-    mean = np.asarray(pca.mean_.compute() if hasattr(pca.mean_, "compute") else pca.mean_, dtype=np.float32)
-    components = np.asarray(pca.components_, dtype=np.float32)
+    mean, components = fit_pca(x_fit, n_components, power_iter=ecfg.pca_power_iter, seed=ecfg.seed)
     del x_fit
     x_held = pca_inputs(stored, held[0], held[1], clip_max, ecfg.batch_size)
     pca_total = pca_stats(x_held, mean, components, clip_max).sum(axis=0).compute()

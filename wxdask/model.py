@@ -297,9 +297,9 @@ def fit_config_to_grid(cfg: ModelConfig, grid_shape: tuple[int, int]) -> ModelCo
 
     Examples
     --------
-    >>> fit_config_to_grid(ModelConfig(), (66, 112)).filters
+    >>> fit_config_to_grid(ModelConfig(arch="seed"), (66, 112)).filters
     (16, 32)
-    >>> fit_config_to_grid(ModelConfig(), (1059, 1799)).n_layers
+    >>> fit_config_to_grid(ModelConfig(arch="seed"), (1059, 1799)).n_layers
     4
     """
 
@@ -309,7 +309,7 @@ def fit_config_to_grid(cfg: ModelConfig, grid_shape: tuple[int, int]) -> ModelCo
 
     if cfg.arch != "seed" or pooled(cfg.n_layers) >= MIN_POOLED:
         return cfg
-    default = ModelConfig()
+    default = ModelConfig(arch="seed")
     if (cfg.n_layers, cfg.pool, cfg.filters) != (default.n_layers, default.pool, default.filters):
         raise ConfigError(
             f"model.n_layers={cfg.n_layers} with model.pool={cfg.pool} pools grid {tuple(grid_shape)} "

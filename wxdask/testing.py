@@ -655,7 +655,7 @@ def save_keras_model(model_dir: str | Path, grid: tuple[int, int] = TINY_GRID, n
 
     model_dir = Path(model_dir)
     keras.utils.set_random_seed(seed)
-    mcfg = ModelConfig(n_layers=2, pool=2, filters=(4, 8), kernel=3, n_latent=n_latent)
+    mcfg = ModelConfig(n_layers=2, pool=2, filters=(4, 8), kernel=3, n_latent=n_latent, arch="seed")
     m = wm.build_autoencoder(mcfg, grid)
     model_dir.mkdir(parents=True, exist_ok=True)
     m.save(model_dir / wm.MODEL_FILE)
@@ -666,7 +666,7 @@ def save_keras_model(model_dir: str | Path, grid: tuple[int, int] = TINY_GRID, n
 
 
 #: The train tests' tiny autoencoder (coarse grid).
-TINY_MODEL = {"n_layers": 2, "pool": 4, "filters": [4, 8], "kernel": 3, "n_latent": 8}
+TINY_MODEL = {"arch": "seed", "n_layers": 2, "pool": 4, "filters": [4, 8], "kernel": 3, "n_latent": 8}
 
 
 def train_config(store_cfg: StoreConfig, model_dir: str | Path, **train_kw: Any) -> Config:

@@ -700,6 +700,10 @@ def fit(store_cfg: StoreConfig, train_cfg: TrainConfig, plan: TrainPlan, *,
 
     store.open_input(store_cfg, ["refc"])  # fails early, naming the store, if it went away
     train_ds, held_ds = datasets if datasets is not None else make_datasets(store_cfg, plan, train_cfg)
+    if initial_epoch == 0 and "start_val_loss" not in record["losses"]:
+        # The held-out loss before any training (for arch eof: the PCA start's), to show what training added.
+        record["losses"]["start_val_loss"] = float(model.evaluate(held_ds, verbose=0))
+        logger.info("held-out loss before training: %.6g", record["losses"]["start_val_loss"])
     _, EpochSetter, Checkpointer = _keras_classes()
     n_train, n_held = plan.split["n_train"], plan.split["n_heldout"]
     if initial_epoch < train_cfg.epochs:
