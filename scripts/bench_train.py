@@ -19,8 +19,8 @@ the figure of merit (target >= 0.9).
 
 Where a GPU is present (``nvidia-smi -L`` lists one), a second part runs in a
 subprocess under ``KERAS_BACKEND=jax`` on a small full-grid (1059x1799) HRRR
-store, the seed's default model (969,123 parameters), and prints images/s of
-both paths there too.
+store, the same architecture (``--arch``: the default EOF autoencoder, or the
+seed's 969,123-parameter model), and prints images/s of both paths there too.
 
 Usage::
 
@@ -81,7 +81,7 @@ def _build_store(path: Path, days: int, grid: str, leads: tuple[int, ...]) -> "o
 
 
 def bench(store_cfg, *, epochs: int, batch_size: int, rounds: int, holdout_every: int, workdir: Path,
-          cache_mb: int) -> dict:
+          cache_mb: int, arch: str = "eof") -> dict:
     """Measure the paths ``rounds`` times, interleaved; return images/s figures.
 
     wxdask runs twice per round: with its image cache (``train.cache_mb``,
@@ -97,7 +97,7 @@ def bench(store_cfg, *, epochs: int, batch_size: int, rounds: int, holdout_every
     Timer = _timer_class()
     base = TrainConfig(model_dir=str(workdir / "m"), epochs=epochs, batch_size=batch_size, holdout_every=holdout_every)
     ds = wstore.open_input(store_cfg, ["refc", "status"])
-    plan = train.plan_training(ds, ModelConfig(), base, store_cfg.url)
+    plan = train.plan_training(ds, ModelConfig(arch=arch), base, store_cfg.url)
     n = plan.split["n_train"]
     t = time.perf_counter()
     x = train.read_images(store_cfg, *plan.train_slots, plan.model.clip_max)
@@ -176,6 +176,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="interleaved repetitions of both paths")
     ap.add_argument("--holdout-every", type=int, default=4)
     ap.add_argument("--cache-mb", type=int, default=1024, help="train.cache_mb of the cached wxdask run")
+    ap.add_argument("--arch", default="eof", choices=["eof", "seed"], help="model.arch (default: the default, eof)")
     ap.add_argument("--no-gpu", action="store_true", help="skip the GPU (jax, full grid) part")
     ap.add_argument("--label", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -196,10 +197,11 @@ def main() -> None:
             holdout_every=args.holdout_every,
             workdir=work,
             cache_mb=args.cache_mb,
+            arch=args.arch,
         )
         import keras
 
-        _report(res, args.label or f"{args.grid} grid, {keras.backend.backend()} backend, CPU")
+        _report(res, args.label or f"{args.grid} grid, model.arch {args.arch}, {keras.backend.backend()} backend, CPU")
 
     if args.label is None and not args.no_gpu:
         if not _has_gpu():
@@ -207,7 +209,8 @@ def main() -> None:
             return
         env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
         cmd = [sys.executable, __file__, "--grid", "hrrr", "--days", "3", "--holdout-every", "3", "--epochs", "3",
-               "--batch-size", "16", "--rounds", "1", "--label", "hrrr grid 1059x1799, jax, GPU"]
+               "--batch-size", "16", "--rounds", "1", "--arch", args.arch,
+               "--label", f"hrrr grid 1059x1799, model.arch {args.arch}, jax, GPU"]
         print("running:", " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, env=env, check=True)
 

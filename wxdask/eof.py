@@ -89,7 +89,8 @@ def fit_pca(x: Any, n_components: int, *, power_iter: int, seed: int) -> tuple[n
     Parameters
     ----------
     x : dask.array.Array or numpy.ndarray
-        ``(n_images, n_points)`` scaled images, chunked along images only.
+        ``(n_images, n_points)`` scaled images, chunked along images only (a numpy array is
+        fitted with the threaded scheduler in this process).
     n_components : int
         Number of components (at most ``min(x.shape)``).
     power_iter : int
@@ -104,13 +105,20 @@ def fit_pca(x: Any, n_components: int, *, power_iter: int, seed: int) -> tuple[n
     components : numpy.ndarray
         ``(n_components, n_points)`` float32, orthonormal rows.
     """
+    import contextlib
+
+    import dask
     import dask.array as da
     from dask_ml.decomposition import PCA
 
+    local = contextlib.nullcontext()
     if not isinstance(x, da.Array):
+        # Images already in this process's memory are fitted here, not shipped to a cluster.
         x = da.from_array(np.asarray(x, dtype=np.float32), chunks=(max(1, min(len(x), 256)), -1))
+        local = dask.config.set(scheduler="threads")
     pca = PCA(n_components=n_components, svd_solver="randomized", iterated_power=power_iter, random_state=seed)
-    pca.fit(x)
+    with local:
+        pca.fit(x)
     mean = np.asarray(pca.mean_.compute() if hasattr(pca.mean_, "compute") else pca.mean_, dtype=np.float32)
     return mean, np.asarray(pca.components_, dtype=np.float32)
 
