@@ -100,6 +100,8 @@ def test_full_hrrr_grid_builds_with_a_50_number_embedding():
     assert m.output.shape[1:] == (1059, 1799, 1)
     assert m.get_layer("encoder").get_layer("refc_embedding").units == 50
     assert m.get_layer("decoder").get_layer("eof_decode").units == 265 * 450
+    # everything but the full-resolution refinement works at the 4x4 block means: the size of the 12 km grid's model
+    assert m.count_params() == wm.build_autoencoder(ModelConfig(), (265, 450)).count_params() == 15_951_749
 
 
 def test_saved_eof_model_loads_in_safe_mode_under_jax(tmp_path):

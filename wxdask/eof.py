@@ -7,7 +7,7 @@ a linear map cannot:
 * **Encoder.** The embedding (the ``Dense`` layer named ``refc_embedding``)
   reads the flattened image (block-averaged by ``linear_factor`` on grids of
   more than ``model.linear_max_points`` points) concatenated with the features
-  of a small strided convolutional branch. Its weights start as the EOFs of
+  of a small strided convolutional branch on that same (block-averaged) image. Its weights start as the EOFs of
   the training images (the branch's rows at zero), so at initialisation the
   embedding *is* the PCA score vector.
 * **Decoder.** A linear ``Dense`` back to the (block-averaged) image, starting
@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["CONTEXT_FACTOR", "POWER_ITER", "build_eof_autoencoder", "fit_pca", "linear_factor", "pool_images", "set_eofs"]
 
-#: Downsampling of the embedding's context map in the decoder.
+#: Downsampling of the embedding's context map in the decoder (times the linear path's block size).
 CONTEXT_FACTOR = 8
 #: Power iterations of the randomized PCA that starts the model (evaluation's default too).
 POWER_ITER = 4
@@ -158,9 +158,9 @@ def build_eof_autoencoder(cfg: ModelConfig, grid_shape: tuple[int, int]) -> Any:
     ly, lx = math.ceil(ny / f), math.ceil(nx / f)
 
     inp = keras.Input(shape=(ny, nx, 1), dtype="float32", name="refc_input")
-    lin = layers.AveragePooling2D(f, padding="same", name="eof_pool")(inp) if f > 1 else inp
-    lin = layers.Flatten(name="eof_flatten")(lin)
-    h = inp
+    pooled = layers.AveragePooling2D(f, padding="same", name="eof_pool")(inp) if f > 1 else inp
+    lin = layers.Flatten(name="eof_flatten")(pooled)
+    h = pooled
     for i, n in enumerate(cfg.branch_filters):
         h = layers.Conv2D(n, 3, strides=2, padding="same", activation="relu", name=f"branch_conv_{i}")(h)
     h = layers.Flatten(name="branch_flatten")(h)
@@ -174,11 +174,12 @@ def build_eof_autoencoder(cfg: ModelConfig, grid_shape: tuple[int, int]) -> Any:
     if f > 1:
         x = layers.UpSampling2D(f, interpolation="bilinear", name="eof_upsample")(x)
         x = layers.Cropping2D(_same_crop((ly * f, lx * f), (ny, nx)), name="eof_crop")(x)
-    cy, cx = math.ceil(ny / CONTEXT_FACTOR), math.ceil(nx / CONTEXT_FACTOR)
+    cf = CONTEXT_FACTOR * f
+    cy, cx = math.ceil(ny / cf), math.ceil(nx / cf)
     c = layers.Dense(cy * cx * cfg.refine_filters, activation="relu", name="context_dense")(zin)
     c = layers.Reshape((cy, cx, cfg.refine_filters), name="context_map")(c)
-    c = layers.UpSampling2D(CONTEXT_FACTOR, interpolation="bilinear", name="context_upsample")(c)
-    c = layers.Cropping2D(((0, cy * CONTEXT_FACTOR - ny), (0, cx * CONTEXT_FACTOR - nx)), name="context_crop")(c)
+    c = layers.UpSampling2D(cf, interpolation="bilinear", name="context_upsample")(c)
+    c = layers.Cropping2D(((0, cy * cf - ny), (0, cx * cf - nx)), name="context_crop")(c)
     r = layers.Concatenate(name="refine_input")([x, c])
     for i in range(cfg.refine_layers):
         r = layers.Conv2D(cfg.refine_filters, 3, padding="same", activation="relu", name=f"refine_conv_{i}")(r)
