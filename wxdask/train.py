@@ -814,9 +814,12 @@ def _summary(meta: dict, model_dir: Path, verb: str) -> str:
     loss = losses.get("loss") or [float("nan")]
     val = [v for v in losses.get("val_loss") or [] if v is not None] or [float("nan")]
     split = meta.get("split", {})
+    arch = (meta.get("model") or {}).get("arch", "seed")
+    start = losses.get("start_val_loss")
+    began = "" if start is None else f" (before training{' = PCA' if arch == 'eof' else ''}: {start:.5f})"
     return (
-        f"{model_dir}: {verb} {meta.get('epochs_done')} epochs on {split.get('n_train')} images "
-        f"({len(split.get('train_days', []))} days), {split.get('n_heldout')} held out "
-        f"({len(split.get('heldout_days', []))} days); loss {loss[-1]:.5f}, held-out loss {val[-1]:.5f}, "
+        f"{model_dir}: {verb} {meta.get('epochs_done')} epochs of model.arch {arch} on {split.get('n_train')} "
+        f"images ({len(split.get('train_days', []))} days), {split.get('n_heldout')} held out "
+        f"({len(split.get('heldout_days', []))} days); loss {loss[-1]:.5f}, held-out loss {val[-1]:.5f}{began}, "
         f"hash {meta.get('hash')}"
     )
