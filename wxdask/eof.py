@@ -37,7 +37,9 @@ from wxdask.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CONTEXT_FACTOR", "POWER_ITER", "build_eof_autoencoder", "fit_pca", "linear_factor", "pool_images", "set_eofs"]
+__all__ = [
+    "CONTEXT_FACTOR", "POWER_ITER", "build_eof_autoencoder", "fit_pca", "linear_factor", "pool_images", "set_eofs",
+]
 
 #: Downsampling of the embedding's context map in the decoder (times the linear path's block size).
 CONTEXT_FACTOR = 8
@@ -111,7 +113,7 @@ def fit_pca(x: Any, n_components: int, *, power_iter: int, seed: int) -> tuple[n
     import dask.array as da
     from dask_ml.decomposition import PCA
 
-    local = contextlib.nullcontext()
+    local: Any = contextlib.nullcontext()
     if not isinstance(x, da.Array):
         # Images already in this process's memory are fitted here, not shipped to a cluster.
         x = da.from_array(np.asarray(x, dtype=np.float32), chunks=(max(1, min(len(x), 256)), -1))

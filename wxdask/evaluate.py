@@ -413,8 +413,8 @@ def run(cfg: Config, client: Client | None) -> str:
         If the store lacks ``refc`` or the held-out days hold no image.
     """
     from wxdask import store
-    from wxdask.eof import fit_pca
     from wxdask.client import gpu_workers
+    from wxdask.eof import fit_pca
 
     ecfg = cfg.evaluate
     model_dir = Path(ecfg.model_dir or cfg.train.model_dir)

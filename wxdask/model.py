@@ -391,8 +391,9 @@ def encoder_of(model: keras.Model) -> keras.Model:
     """
     keras = _keras()
     layer = _embedding_layer(model)
-    if _sub_model(model, "encoder") is not None:
-        return _sub_model(model, "encoder")
+    nested = _sub_model(model, "encoder")
+    if nested is not None:
+        return nested
     return keras.Model(model.inputs, layer.output, name="encoder")
 
 
@@ -409,8 +410,9 @@ def decoder_of(model: keras.Model) -> keras.Model:
     """
     keras = _keras()
     layer = _embedding_layer(model)
-    if _sub_model(model, "decoder") is not None:
-        return _sub_model(model, "decoder")
+    nested = _sub_model(model, "decoder")
+    if nested is not None:
+        return nested
     names = [lyr.name for lyr in model.layers]
     after = model.layers[names.index(layer.name) + 1 :]
     z = keras.Input(shape=(layer.units,), dtype="float32", name="embedding_input")
