@@ -32,6 +32,8 @@ __all__ = [
     "init_output",
     "write_region",
     "write_points",
+    "open_writer",
+    "Writer",
     "write_variables",
     "staging",
     "discard",
@@ -370,6 +372,38 @@ def _group(cfg: StoreConfig, mode: Literal["r", "r+", "a", "w", "w-"] = "r+") ->
                            use_consolidated=False)
 
 
+class Writer:
+    """Writes to one store's arrays, each opened once (one task's many writes, not one open per write).
+
+    Made by :func:`open_writer`; :func:`write_region` and :func:`write_points` are one-write shorthands.
+    Keep one only for the length of a task: it does not see arrays added to the store after it opened them.
+    """
+
+    def __init__(self, cfg: StoreConfig) -> None:
+        self._group = _group(cfg)
+        self._arrays: dict[str, zarr.Array] = {}
+
+    def _array(self, name: str) -> zarr.Array:
+        if name not in self._arrays:
+            self._arrays[name] = cast("zarr.Array", self._group[name])  # the store's variables are arrays
+        return self._arrays[name]
+
+    def region(self, values: dict[str, Any], index: tuple) -> None:
+        """As :func:`write_region`."""
+        for name, value in values.items():
+            self._array(name)[index] = value
+
+    def points(self, values: dict[str, np.ndarray], index: tuple[np.ndarray, ...]) -> None:
+        """As :func:`write_points`."""
+        for name, value in values.items():
+            self._array(name).vindex[index] = value
+
+
+def open_writer(cfg: StoreConfig) -> Writer:
+    """A :class:`Writer` for ``cfg``'s store, to write many regions from one worker task."""
+    return Writer(cfg)
+
+
 def write_region(cfg: StoreConfig, values: dict[str, Any], index: tuple) -> None:
     """Write raw (already encoded) values of several variables at one index.
 
@@ -386,9 +420,7 @@ def write_region(cfg: StoreConfig, values: dict[str, Any], index: tuple) -> None
     index : tuple
         Positional index into each variable's leading dims.
     """
-    group = _group(cfg)
-    for name, value in values.items():
-        cast("zarr.Array", group[name])[index] = value  # the store's variables are arrays
+    open_writer(cfg).region(values, index)
 
 
 def write_points(cfg: StoreConfig, values: dict[str, np.ndarray], index: tuple[np.ndarray, ...]) -> None:
@@ -406,9 +438,7 @@ def write_points(cfg: StoreConfig, values: dict[str, np.ndarray], index: tuple[n
     index : tuple of numpy.ndarray
         Integer coordinates of the points, one array per dimension.
     """
-    group = _group(cfg)
-    for name, value in values.items():
-        cast("zarr.Array", group[name]).vindex[index] = value
+    open_writer(cfg).points(values, index)
 
 
 def read_region(cfg: StoreConfig, name: str, index: tuple) -> np.ndarray:

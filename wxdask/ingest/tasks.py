@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("wxdask.ingest")
 
 
-#: Slots a task ingests between two writes of the small per-slot arrays.
-FLUSH_SLOTS = 6
+#: Slots a task ingests between two writes of the small per-slot arrays: a whole task's (one shard), since
+#: each write reads and rewrites the shard; a task killed half-way leaves its slots to the next run.
+FLUSH_SLOTS = SHARD_TIMES
 
 
 class _DeadSource:
@@ -77,6 +78,7 @@ def ingest_group(source: Source, store_cfg: StoreConfig, grid: Grid,
     results: list[SlotResult] = []
     flushed = 0
     dead = _DeadSource(source)
+    writer = store.open_writer(store_cfg)  # the arrays opened once per task, not once per slot
 
     def flush() -> None:
         # the small per-slot values, one write per array, status last (the commit mark)
@@ -88,8 +90,7 @@ def ingest_group(source: Source, store_cfg: StoreConfig, grid: Grid,
             np.array([it[2][0] for it in done], dtype=np.intp),
             np.array([it[2][1] for it in done], dtype=np.intp),
         )
-        store.write_points(
-            store_cfg,
+        writer.points(
             {
                 "grib_bytes": np.array([r.message_bytes for r in batch], dtype=np.int32),
                 "source_identity": np.array([r.identity for r in batch], dtype=np.dtypes.StringDType()),
@@ -105,11 +106,11 @@ def ingest_group(source: Source, store_cfg: StoreConfig, grid: Grid,
     for t, lead, index, clear in items:
         result, values, _ = fetch_slot(source, grid, t, lead)
         if result.status == "ok":
-            store.write_region(store_cfg, {"refc": values}, index)
+            writer.region({"refc": values}, index)
         else:
             _log_slot(result)
             if clear:
-                store.write_region(store_cfg, {"refc": np.full(grid.shape, _REFC_FILL, dtype=np.int16)}, index)
+                writer.region({"refc": np.full(grid.shape, _REFC_FILL, dtype=np.int16)}, index)
         results.append(result)
         if len(results) - flushed >= FLUSH_SLOTS:
             flush()
