@@ -1,7 +1,7 @@
 """Ingest benchmark: bytes on the wire, CPU per field against bare ecCodes + zstd, and scaling with workers.
 
 Builds a synthetic archive on the full HRRR grid, serves it from the local S3
-endpoint (moto) through a counting proxy, and prints, measured in this one run:
+endpoint (moto, in a process of its own) through a counting proxy, and prints, measured in this one run:
 
 * bytes fetched per field / REFC message size (target <= 1.02, the .idx counted);
 * ingest CPU seconds per field on the workers / a bare ``eccodes`` decode of the
@@ -20,11 +20,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import multiprocessing
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import psutil
@@ -67,6 +69,29 @@ def bare_decode_seconds(messages: list[bytes], repeat: int = 3) -> float:
             eccodes.codes_release(h)
         best = min(best, (time.thread_time() - start) / len(messages))
     return best
+
+
+def _serve_s3(archive: str, conn: Any) -> None:
+    """Serve ``archive`` from a moto endpoint until told to stop (run in its own process)."""
+    with LocalS3() as s3:
+        s3.upload_archive(archive)
+        conn.send(s3.endpoint_url)
+        conn.recv()
+
+
+@contextlib.contextmanager
+def s3_process(archive: Path) -> Iterator[str]:
+    """The archive on a local S3 endpoint in a separate process, so moto's Python (and its GIL) shares no
+    process with the scheduler and the client, which it otherwise serializes against."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_serve_s3, args=(str(archive), child), daemon=True)
+    proc.start()
+    try:
+        yield parent.recv()
+    finally:
+        parent.send("stop")
+        proc.join(30)
 
 
 def refc_codec(store_url: str) -> Any:
@@ -161,39 +186,50 @@ def main() -> None:
     parser.add_argument("--grid", default="hrrr", choices=["hrrr", "coarse"])
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    log = logging.getLogger("bench_ingest")
-    log.setLevel(logging.INFO)
+    logging.getLogger("bench_ingest").setLevel(logging.INFO)
 
     times = np.arange(np.datetime64(START, "h"), np.datetime64(START, "h") + args.hours)
     end = str(times[-1] + 1)
     n = len(times)
-    with tempfile.TemporaryDirectory() as tmp, LocalS3() as s3:
+    with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         synth.write_archive(str(tmp), START, end, (0,), grid=args.grid, seed=0)
         archive = tmp / ARCHIVE_BUCKET
-        s3.upload_archive(archive)
         messages = refc_messages(archive, times)
         message_bytes = sum(len(m) for m in messages)
 
-        # bytes on the wire: one run through the counting proxy (the timed runs go to the endpoint directly,
-        # so the proxy's one thread does not serialize them)
-        with FlakyProxy(s3.endpoint_url, fail_every=10**9) as proxy:
-            _, _, wire = run_ingest(proxy.url, tmp / "wire.zarr", end, 1, proxy)
-        codec = refc_codec(str(tmp / "wire.zarr"))
-        images = stored_images(str(tmp / "wire.zarr"), min(n, 24))
-        decode, zstd = _bare_both(messages, images, codec)
-        decode_w, zstd_w = bare_in_worker(messages, images, codec)
+        with s3_process(archive) as endpoint_url:
+            stats = _measure(args, tmp, end, messages, endpoint_url)
+    _report(args, n, message_bytes, *stats)
 
-        walls: dict[int, list[float]] = {1: [], 2: []}
-        cpus = []
-        for i in range(args.repeats):
-            for workers in (1, 2):
-                wall, cpu, _ = run_ingest(s3.endpoint_url, tmp / f"run-{i}-{workers}.zarr", end, workers)
-                walls[workers].append(wall)
-                if workers == 1:
-                    cpus.append(cpu / n)
-                log.info("pair %d, %d worker(s): %.2f s, %.2f fields/s", i, workers, wall, n / wall)
 
+def _measure(args: argparse.Namespace, tmp: Path, end: str, messages: list[bytes], endpoint_url: str) -> tuple:
+    """Everything the report prints, measured against ``endpoint_url``."""
+    n = len(messages)
+    log = logging.getLogger("bench_ingest")
+    # bytes on the wire: one run through the counting proxy (the timed runs go to the endpoint directly,
+    # so the proxy's one thread does not serialize them)
+    with FlakyProxy(endpoint_url, fail_every=10**9) as proxy:
+        _, _, wire = run_ingest(proxy.url, tmp / "wire.zarr", end, 1, proxy)
+    codec = refc_codec(str(tmp / "wire.zarr"))
+    images = stored_images(str(tmp / "wire.zarr"), min(n, 24))
+    decode, zstd = _bare_both(messages, images, codec)
+    decode_w, zstd_w = bare_in_worker(messages, images, codec)
+
+    walls: dict[int, list[float]] = {1: [], 2: []}
+    cpus = []
+    for i in range(args.repeats):
+        for workers in (1, 2):
+            wall, cpu, _ = run_ingest(endpoint_url, tmp / f"run-{i}-{workers}.zarr", end, workers)
+            walls[workers].append(wall)
+            if workers == 1:
+                cpus.append(cpu / n)
+            log.info("pair %d, %d worker(s): %.2f s, %.2f fields/s", i, workers, wall, n / wall)
+    return wire, codec, decode, zstd, decode_w, zstd_w, walls, cpus
+
+
+def _report(args: argparse.Namespace, n: int, message_bytes: int, wire: int, codec: Any, decode: float, zstd: float,
+            decode_w: float, zstd_w: float, walls: dict, cpus: list) -> None:
     cpu = float(np.median(cpus))
     ratios = [w1 / w2 for w1, w2 in zip(walls[1], walls[2])]
     print(f"grid {args.grid}, {n} fields, mean REFC message {message_bytes / n / 1e3:.1f} kB, zstd {codec}")
