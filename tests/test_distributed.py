@@ -92,3 +92,12 @@ def test_without_gpu_workers_tasks_use_cpu_workers(tmp_path):
     assert len(_embed_tasks(ts.data)) == 4
     got = store.open_input(store_cfg, ["embedding"])["embedding"].values
     np.testing.assert_allclose(got, reference(store_cfg, source), rtol=1e-5, atol=1e-6)
+
+
+def test_local_workers_keep_large_buffers_on_the_heap(client):
+    # both the CPU and the GPU worker: distributed's own MALLOC_TRIM_THRESHOLD_ alone made each decode mmap afresh
+    from wxdask.client import WORKER_MALLOC
+
+    seen = client.run(lambda: {k: os.environ.get(k) for k in WORKER_MALLOC})
+    assert len(seen) == 2
+    assert all(env == {k: str(v) for k, v in WORKER_MALLOC.items()} for env in seen.values()), seen

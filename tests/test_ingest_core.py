@@ -6,7 +6,18 @@ import numpy as np
 import pytest
 
 from wxdask.errors import CorruptMessageError, SourceNotFoundError
-from wxdask.ingest import IdxEntry, check_message, find_refc, hrrr_key, parse_idx
+from wxdask.ingest import (
+    IdxEntry,
+    SlotResult,
+    Source,
+    Tally,
+    check_message,
+    find_refc,
+    group_slots,
+    hrrr_key,
+    parse_idx,
+    summarize,
+)
 
 V4_IDX = """1:0:d=2022101401:REFC:entire atmosphere:8 hour fcst:
 2:412345:d=2022101401:RETOP:cloud top:8 hour fcst:
@@ -139,3 +150,92 @@ def test_unreachable_endpoint_gets_two_attempts():
     with pytest.raises(SourceError) as info:
         _retry(Source("s3://b", retries=5, backoff=0.0), "reading 'b/k'", read)
     assert len(calls) == 2 and info.value.unreachable
+
+
+def _reference_summary(results, limit=20):
+    """The summary as it was built before :class:`Tally`: every result held in a list."""
+    counts, kinds, shown = {}, {}, {}
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+        if r.status != "ok":
+            by = kinds.setdefault(r.status, {})
+            by[r.kind] = by.get(r.kind, 0) + 1
+            if len(shown.setdefault(r.status, [])) < limit:
+                shown[r.status].append(r)
+    lines = [f"{len(results)} slot(s) attempted: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
+    for status in sorted(kinds):
+        lines.append(f"{status}: {counts[status]} (" + ", ".join(f"{k}: {n}" for k, n in sorted(kinds[status].items()))
+                     + ")")
+        for r in shown[status]:
+            lines.append(f"  {np.datetime_as_string(r.time, unit='h')} f{r.lead:02d}: {r.status}: {r.detail}")
+        if counts[status] > limit:
+            lines.append(f"  ... and {counts[status] - limit} more (wxdask status --store STORE --status {status})")
+    return "\n".join(lines)
+
+
+def _mixed_results(n):
+    t0 = np.datetime64("2020-01-01T00", "h")
+    kinds = [("ok", ""), ("absent", "no GRIB object: gone"), ("corrupt", "message: bad"),
+             ("corrupt", "range past end: short"), ("failed", "read error: 503"), ("mismatch", "grid: other")]
+    for i in range(n):
+        status, detail = kinds[(i * 7) % len(kinds) if i % 3 else 0]
+        yield SlotResult(t0 + np.timedelta64(i, "h"), i % 3, status, f"{detail} {i}".strip() if detail else "")
+
+
+@pytest.mark.parametrize("limit", [1, 5, 20])
+def test_tally_gives_the_summary_as_before(limit):
+    results = list(_mixed_results(300))
+    expected = _reference_summary(results, limit)
+    assert summarize(results, limit=limit) == expected
+    assert summarize(iter(results), limit=limit) == expected
+    assert summarize([]) == _reference_summary([])
+
+
+def test_summary_from_a_generator_holds_no_result():
+    import weakref  # results hold no cycles: reference counting frees each as soon as it is dropped
+
+    alive = weakref.WeakSet()
+
+    def results():
+        for r in _mixed_results(2000):
+            assert len(alive) <= 1  # at most the consumer's loop variable: the others were counted and dropped
+            alive.add(r)
+            yield r
+            del r
+
+    text = summarize(results())
+    assert text.startswith("2000 slot(s) attempted:")
+
+
+def test_run_slots_groups_lazily_and_keeps_no_result(monkeypatch):
+    import weakref
+
+    from wxdask.ingest import tasks
+
+    alive = weakref.WeakSet()
+    pulled = [0]
+    t0 = np.datetime64("2020-01-01T00", "h")
+
+    def todo():
+        for i in range(240):
+            pulled[0] += 1
+            yield (t0 + np.timedelta64(i, "h"), 0, (i, 0), False)
+
+    def fake_group(source, store_cfg, grid, group):
+        assert len(alive) == 0  # the previous task's results were counted and dropped
+        assert pulled[0] <= group[-1][2][0] + 2  # todo is consumed one block at a time
+        out = [SlotResult(t, lead, "absent", "no GRIB object: x") for t, lead, _, _ in group]
+        alive.update(out)
+        return out
+
+    monkeypatch.setattr(tasks, "ingest_group", fake_group)
+    tally = tasks._run_slots(None, todo(), Source("/nowhere"), None, None, tasks._DeadSource(Source("/nowhere")),
+                             Tally(), 240)
+    assert tally.total == 240 and tally.counts == {"absent": 240}
+
+
+def test_group_slots_refuses_slots_out_of_time_order():
+    t = np.datetime64("2020-01-01T00", "h")
+    items = [(t, 0, (i, 0), False) for i in (0, 30, 5)]
+    with pytest.raises(ValueError, match="out of time order"):
+        list(group_slots(items, 24))

@@ -33,6 +33,8 @@ __all__ = [
     "init_output",
     "write_region",
     "write_points",
+    "open_writer",
+    "Writer",
     "write_variables",
     "staging",
     "discard",
@@ -467,6 +469,41 @@ def _check_stored(name: str, arr: zarr.Array, value: Any) -> None:
             )
 
 
+class Writer:
+    """Writes to one store's arrays, each opened once (one task's many writes, not one open per write).
+
+    Made by :func:`open_writer`; :func:`write_region` and :func:`write_points` are one-write shorthands.
+    Keep one only for the length of a task: it does not see arrays added to the store after it opened them.
+    """
+
+    def __init__(self, cfg: StoreConfig) -> None:
+        self._group = _group(cfg)
+        self._arrays: dict[str, tuple[zarr.Array, bool]] = {}
+
+    def _array(self, name: str, value: Any) -> zarr.Array:
+        if name not in self._arrays:
+            self._arrays[name] = _stored(self._group, name)
+        arr, scaled = self._arrays[name]
+        if scaled:
+            _check_stored(name, arr, value)
+        return arr
+
+    def region(self, values: dict[str, Any], index: tuple) -> None:
+        """As :func:`write_region`."""
+        for name, value in values.items():
+            self._array(name, value)[index] = value
+
+    def points(self, values: dict[str, np.ndarray], index: tuple[np.ndarray, ...]) -> None:
+        """As :func:`write_points`."""
+        for name, value in values.items():
+            self._array(name, value).vindex[index] = value
+
+
+def open_writer(cfg: StoreConfig) -> Writer:
+    """A :class:`Writer` for ``cfg``'s store, to write many regions from one worker task."""
+    return Writer(cfg)
+
+
 def write_region(cfg: StoreConfig, values: dict[str, Any], index: tuple) -> None:
     """Write values as stored (``refc``: int16 sixteenths of a dB) of several variables at one index.
 
@@ -490,12 +527,7 @@ def write_region(cfg: StoreConfig, values: dict[str, Any], index: tuple) -> None
         If an ``refc`` value is not int16, or an image holds -32768 in some
         pixels only (it would read back as a number, not NaN).
     """
-    group = _group(cfg)
-    for name, value in values.items():
-        arr, scaled = _stored(group, name)
-        if scaled:
-            _check_stored(name, arr, value)
-        arr[index] = value
+    open_writer(cfg).region(values, index)
 
 
 def write_points(cfg: StoreConfig, values: dict[str, np.ndarray], index: tuple[np.ndarray, ...]) -> None:
@@ -513,12 +545,7 @@ def write_points(cfg: StoreConfig, values: dict[str, np.ndarray], index: tuple[n
     index : tuple of numpy.ndarray
         Integer coordinates of the points, one array per dimension.
     """
-    group = _group(cfg)
-    for name, value in values.items():
-        arr, scaled = _stored(group, name)
-        if scaled:
-            _check_stored(name, arr, value)
-        arr.vindex[index] = value
+    open_writer(cfg).points(values, index)
 
 
 def read_region(cfg: StoreConfig, name: str, index: tuple) -> np.ndarray:

@@ -46,14 +46,16 @@ from wxdask.ingest.idx import (  # noqa: F401 - private names, re-exported for c
     parse_idx,
 )
 from wxdask.ingest.plan import (  # noqa: F401 - private names, re-exported for callers
+    _NOT_HELD,
     _Held,
     _held_slots,
     _list_days,
-    _ok_slots,
+    _pending_slots,
     _plan,
     parse_retry,
 )
 from wxdask.ingest.report import (
+    Tally,
     status_report,
     summarize,
 )
@@ -128,6 +130,7 @@ __all__ = [
     "refc_template",
     "ingest",
     "summarize",
+    "Tally",
     "status_report",
     "parse_retry",
     "object_identity",

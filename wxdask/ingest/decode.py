@@ -41,14 +41,15 @@ def _quantise(values: np.ndarray, shape: tuple[int, int], *, check_lattice: bool
             f"REFC values span {lo:.2f}..{hi:.2f} dBZ, outside the possible {REFC_MIN}..{REFC_MAX}"
         )
     np.multiply(values, 16.0, out=values)
+    if not check_lattice:
+        return np.rint(values, out=values).astype(np.int16).reshape(shape)
     rounded = np.rint(values)
-    if check_lattice:
-        off = np.abs(values - rounded)
-        bad = int(np.count_nonzero(off > _LATTICE_TOL))
-        if bad:
-            raise SlotFault("off_lattice", "lattice",
-                            f"{bad} of {values.size} values are not whole sixteenths of a dB (largest miss "
-                            f"{float(off.max()) / 16:.4g} dB); int16 sixteenths would change them")
+    off = np.abs(np.subtract(values, rounded, out=values), out=values)  # no more full-size temporaries
+    bad = int(np.count_nonzero(off > _LATTICE_TOL))
+    if bad:
+        raise SlotFault("off_lattice", "lattice",
+                        f"{bad} of {values.size} values are not whole sixteenths of a dB (largest miss "
+                        f"{float(off.max()) / 16:.4g} dB); int16 sixteenths would change them")
     return rounded.astype(np.int16).reshape(shape)
 
 

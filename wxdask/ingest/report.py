@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import numpy as np
 
 from wxdask import store
@@ -11,31 +13,76 @@ from wxdask.ingest.header import STATUS, STATUS_NAMES
 from wxdask.ingest.slots import SlotResult
 
 
-def summarize(results: list[SlotResult], limit: int = 20) -> str:
+class Tally:
+    """What :func:`summarize` reports, accumulated one slot at a time: the client keeps no per-slot object.
+
+    Counts by status and by reason kind, and the first ``limit`` slots of each
+    status that is not ok (their time, lead and reason only).
+
+    Parameters
+    ----------
+    limit : int
+        Slots listed per status.
+
+    Examples
+    --------
+    >>> tally = Tally(limit=1)
+    >>> for lead in (0, 1):
+    ...     tally.add(SlotResult(np.datetime64("2020-01-01T00", "h"), lead, "absent", "no GRIB object: gone"))
+    >>> print(tally.summary())
+    2 slot(s) attempted: 2 absent
+    absent: 2 (no GRIB object: 2)
+      2020-01-01T00 f00: absent: no GRIB object: gone
+      ... and 1 more (wxdask status --store STORE --status absent)
+    """
+
+    def __init__(self, limit: int = 20) -> None:
+        self.limit = limit
+        self.total = 0
+        self.counts: dict[str, int] = {}
+        self.kinds: dict[str, dict[str, int]] = {}
+        self.shown: dict[str, list[tuple[np.datetime64, int, str]]] = {}
+
+    def add(self, result: SlotResult) -> None:
+        """Count one slot (and keep it for the listing while its status has fewer than ``limit``)."""
+        status = result.status
+        self.total += 1
+        self.counts[status] = self.counts.get(status, 0) + 1
+        if status != "ok":
+            by = self.kinds.setdefault(status, {})
+            by[result.kind] = by.get(result.kind, 0) + 1
+            shown = self.shown.setdefault(status, [])
+            if len(shown) < self.limit:
+                shown.append((result.time, result.lead, result.detail))
+
+    def summary(self) -> str:
+        """The text :func:`summarize` returns."""
+        counts = self.counts
+        lines = [f"{self.total} slot(s) attempted: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
+        for status in sorted(self.kinds):
+            lines.append(
+                f"{status}: {counts[status]} ("
+                + ", ".join(f"{k}: {n}" for k, n in sorted(self.kinds[status].items())) + ")"
+            )
+            for t, lead, detail in self.shown[status]:
+                lines.append(f"  {np.datetime_as_string(t, unit='h')} f{lead:02d}: {status}: {detail}")
+            if counts[status] > self.limit:
+                lines.append(
+                    f"  ... and {counts[status] - self.limit} more (wxdask status --store STORE --status {status})"
+                )
+        return "\n".join(lines)
+
+
+def summarize(results: Iterable[SlotResult], limit: int = 20) -> str:
     """A bounded human summary: counts by status and by reason, the first ``limit`` slots of each status.
 
+    ``results`` may be a generator: each is counted (:class:`Tally`) and dropped.
     ``wxdask status --store S`` lists every slot that is not ok.
     """
-    counts: dict[str, int] = {}
-    kinds: dict[str, dict[str, int]] = {}
-    shown: dict[str, list[SlotResult]] = {}
+    tally = Tally(limit)
     for r in results:
-        counts[r.status] = counts.get(r.status, 0) + 1
-        if r.status != "ok":
-            by = kinds.setdefault(r.status, {})
-            by[r.kind] = by.get(r.kind, 0) + 1
-            if len(shown.setdefault(r.status, [])) < limit:
-                shown[r.status].append(r)
-    lines = [f"{len(results)} slot(s) attempted: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
-    for status in sorted(kinds):
-        lines.append(
-            f"{status}: {counts[status]} (" + ", ".join(f"{k}: {n}" for k, n in sorted(kinds[status].items())) + ")"
-        )
-        for r in shown[status]:
-            lines.append(f"  {np.datetime_as_string(r.time, unit='h')} f{r.lead:02d}: {r.status}: {r.detail}")
-        if counts[status] > limit:
-            lines.append(f"  ... and {counts[status] - limit} more (wxdask status --store STORE --status {status})")
-    return "\n".join(lines)
+        tally.add(r)
+    return tally.summary()
 
 
 def status_report(store_cfg: StoreConfig, status: str | None = None, fmt: str = "table") -> tuple[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 from typing import TYPE_CHECKING
 
@@ -13,8 +14,9 @@ from wxdask import store
 from wxdask.config import Config
 from wxdask.errors import SourceError, SourceNotFoundError, StoreLayoutError
 from wxdask.grid import Grid
-from wxdask.ingest.plan import _held_slots, _plan, parse_retry
-from wxdask.ingest.report import summarize
+from wxdask.ingest.header import STATUS
+from wxdask.ingest.plan import _NOT_HELD, _held_slots, _pending_slots, _plan, parse_retry
+from wxdask.ingest.report import Tally
 from wxdask.ingest.slots import SlotResult, fetch_slot, write_slot
 from wxdask.ingest.source import Source
 from wxdask.ingest.tasks import _DeadSource, _run_slots
@@ -95,16 +97,18 @@ def run(cfg: Config, client: Client | None) -> str:
     times = icfg.times()
     source = Source(icfg.source, icfg.endpoint_url, icfg.anon, icfg.retries, icfg.backoff)
     _check_source(source)
-    wanted = [(t, lead) for t in times for lead in icfg.leads]
-    held = _held_slots(cfg.store)
-    pending, was_ok = _plan(source, wanted, held, retry)
-    logger.info(
-        "%d of %d slot(s) to fetch (%d kept from the store)", len(pending), len(wanted), len(wanted) - len(pending)
-    )
-    results: list[SlotResult] = []
-    if pending:
+    leads = tuple(icfg.leads)
+    pending, was_ok, codes = _plan(source, times, leads, _held_slots(cfg.store), retry)
+    n_wanted, n_pending = pending.size, int(np.count_nonzero(pending))
+    logger.info("%d of %d slot(s) to fetch (%d kept from the store)", n_pending, n_wanted, n_wanted - n_pending)
+    kept = ~pending & (codes != _NOT_HELD)
+    n_ok = int(np.count_nonzero(kept & (codes == STATUS["ok"])))
+    n_other = int(np.count_nonzero(kept)) - n_ok
+    tally = Tally()
+    if n_pending:
         held_grid = _store_grid(store.open_store(cfg.store)) if store.exists(cfg.store) else None
-        grid, probed = _probe_grid(source, pending, grid=held_grid)
+        first = [(times[k], int(leads[j])) for k, j in itertools.islice(_pending_slots(pending), 48)]
+        grid, probed = _probe_grid(source, first, grid=held_grid)
         if held_grid is not None and grid is None:
             read = [r for r, _ in probed if r.status not in ("absent", "missing_idx", "no_refc", "failed", "empty")]
             if read and all(r.status == "mismatch" and r.kind == "grid" for r in read):
@@ -115,7 +119,7 @@ def run(cfg: Config, client: Client | None) -> str:
         grid = grid or held_grid
         if grid is None:
             raise SourceNotFoundError(
-                f"none of the first {min(48, len(pending))} requested files in {source.root!r} holds a readable "
+                f"none of the first {min(48, n_pending)} requested files in {source.root!r} holds a readable "
                 "REFC message, so the grid is unknown; check --start/--end and --source"
             )
         if held_grid is not None and held_grid != grid:
@@ -125,37 +129,32 @@ def run(cfg: Config, client: Client | None) -> str:
             )
         template = refc_template(times, icfg.leads, grid, source=icfg.source)
         ds = store.init_output(cfg.store, template, ENCODING, check_equal=["x", "y", "refc.attrs"])
-        time_index = {t: i for i, t in enumerate(ds["time"].values.astype("datetime64[h]"))}
+        time_index = np.searchsorted(ds["time"].values.astype("datetime64[h]"), times)
         lead_index = {int(v): i for i, v in enumerate(ds["lead_time"].values)}
-
-        def index(t: np.datetime64, lead: int) -> tuple[int, int]:
-            return time_index[t], lead_index[lead]
+        lead_col = [lead_index[int(lead)] for lead in leads]
 
         # probed slots were decoded before the grid was known: check them against it now
-        for r, values in probed:
+        todo_mask = pending.copy()
+        for (k, j), (r, values) in zip(_pending_slots(pending), probed):
             if r.status == "ok" and values is not None and values.shape != grid.shape:
                 r = dataclasses.replace(
                     r, status="mismatch", detail=f"grid: store grid is {grid.shape}, message {values.shape}"
                 )
                 values = None
-            results.append(write_slot(cfg.store, index(r.time, r.lead), r, values,
-                                      clear=(r.time, r.lead) in was_ok, shape=grid.shape))
-        todo = [(t, lead, index(t, lead), (t, lead) in was_ok) for t, lead in pending[len(probed):]]
+            tally.add(write_slot(cfg.store, (int(time_index[k]), lead_col[j]), r, values,
+                                 clear=bool(was_ok[k, j]), shape=grid.shape))
+            todo_mask[k, j] = False
+        todo = ((times[k], int(leads[j]), (int(time_index[k]), lead_col[j]), bool(was_ok[k, j]))
+                for k, j in _pending_slots(todo_mask))
         import sys
 
         bar = client is not None and cfg.dask.progress and sys.stderr.isatty()
-        results += _run_slots(client, todo, source, cfg.store, grid, _DeadSource(source), bar=bar)
+        _run_slots(client, todo, source, cfg.store, grid, _DeadSource(source), tally,
+                   int(np.count_nonzero(todo_mask)), bar=bar)
     store.set_attrs(cfg.store, {"wxdask_config": cfg.to_dict(), "wxdask_version": _version()})
     store.consolidate(cfg.store)
-    pending_set = set(pending)
-    kept = [held[slot].status for slot in wanted if slot not in pending_set]
-    n_ok = kept.count("ok")
-    other = (
-        f", {len(kept) - n_ok} kept as recorded (objects unchanged; --retry STATUS refetches)"
-        if len(kept) > n_ok
-        else ""
-    )
-    summary = summarize(results) if results else "nothing to fetch"
+    other = f", {n_other} kept as recorded (objects unchanged; --retry STATUS refetches)" if n_other else ""
+    summary = tally.summary() if tally.total else "nothing to fetch"
     return f"{summary}\n{n_ok} slot(s) were already ok{other}; store: {cfg.store.url}"
 
 

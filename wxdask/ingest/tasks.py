@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 
@@ -12,6 +12,7 @@ from wxdask.config import StoreConfig
 from wxdask.errors import SourceError
 from wxdask.grid import Grid
 from wxdask.ingest.header import STATUS
+from wxdask.ingest.report import Tally
 from wxdask.ingest.slots import _REFC_FILL, SlotResult, _log_slot, fetch_slot, write_slot
 from wxdask.ingest.source import Source
 from wxdask.ingest.template import SHARD_TIMES
@@ -24,8 +25,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("wxdask.ingest")
 
 
-#: Slots a task ingests between two writes of the small per-slot arrays.
-FLUSH_SLOTS = 6
+#: Slots a task ingests between two writes of the small per-slot arrays: a whole task's (one shard), since
+#: each write reads and rewrites the shard; a task killed half-way leaves its slots to the next run.
+FLUSH_SLOTS = SHARD_TIMES
 
 
 class _DeadSource:
@@ -76,6 +78,7 @@ def ingest_group(source: Source, store_cfg: StoreConfig, grid: Grid,
     results: list[SlotResult] = []
     flushed = 0
     dead = _DeadSource(source)
+    writer = store.open_writer(store_cfg)  # the arrays opened once per task, not once per slot
 
     def flush() -> None:
         # the small per-slot values, one write per array, status last (the commit mark)
@@ -87,8 +90,7 @@ def ingest_group(source: Source, store_cfg: StoreConfig, grid: Grid,
             np.array([it[2][0] for it in done], dtype=np.intp),
             np.array([it[2][1] for it in done], dtype=np.intp),
         )
-        store.write_points(
-            store_cfg,
+        writer.points(
             {
                 "grib_bytes": np.array([r.message_bytes for r in batch], dtype=np.int32),
                 "source_identity": np.array([r.identity for r in batch], dtype=np.dtypes.StringDType()),
@@ -104,11 +106,11 @@ def ingest_group(source: Source, store_cfg: StoreConfig, grid: Grid,
     for t, lead, index, clear in items:
         result, values, _ = fetch_slot(source, grid, t, lead)
         if result.status == "ok":
-            store.write_region(store_cfg, {"refc": values}, index)
+            writer.region({"refc": values}, index)
         else:
             _log_slot(result)
             if clear:
-                store.write_region(store_cfg, {"refc": np.full(grid.shape, _REFC_FILL, dtype=np.int16)}, index)
+                writer.region({"refc": np.full(grid.shape, _REFC_FILL, dtype=np.int16)}, index)
         results.append(result)
         if len(results) - flushed >= FLUSH_SLOTS:
             flush()
@@ -144,9 +146,18 @@ def ingest(slots: list[tuple[np.datetime64, int, tuple[int, int]]], source: Sour
     ]
 
 
-def group_slots(todo: list[tuple[np.datetime64, int, tuple[int, int], bool]], shard_times: int = SHARD_TIMES
-                ) -> list[list[tuple[np.datetime64, int, tuple[int, int], bool]]]:
+def group_slots(todo: Iterable[tuple[np.datetime64, int, tuple[int, int], bool]], shard_times: int = SHARD_TIMES
+                ) -> Iterator[list[tuple[np.datetime64, int, tuple[int, int], bool]]]:
     """Slots grouped by the shard of the per-slot arrays they fall in (``time_index // shard_times``, lead).
+
+    Lazy: ``todo`` comes in time order (as planned), and the groups of one
+    block of ``shard_times`` times are yielded as soon as the next block starts,
+    so only one block of slots is held at a time.
+
+    Raises
+    ------
+    ValueError
+        If ``todo`` goes back to a block already yielded (two tasks would write one shard).
 
     Examples
     --------
@@ -154,80 +165,94 @@ def group_slots(todo: list[tuple[np.datetime64, int, tuple[int, int], bool]], sh
     >>> [len(g) for g in group_slots([(t, 0, (i, 0), False) for i in range(30)], 24)]
     [24, 6]
     """
-    groups: dict[tuple[int, int], list] = {}
+    groups: dict[int, list] = {}
+    block = None
     for item in todo:
         ti, li = item[2]
-        groups.setdefault((ti // shard_times, li), []).append(item)
-    return list(groups.values())
+        if ti // shard_times != block:
+            if block is not None and ti // shard_times < block:
+                raise ValueError(f"slots out of time order: time index {ti} after block {block} of {shard_times}")
+            yield from groups.values()
+            groups, block = {}, ti // shard_times
+        groups.setdefault(li, []).append(item)
+    yield from groups.values()
 
 
-def _run_slots(client: Client | None, todo: list[tuple[np.datetime64, int, tuple[int, int], bool]], source: Source,
-               store_cfg: StoreConfig, grid: Grid, dead: _DeadSource, window: int | None = None,
-               bar: bool = False) -> list[SlotResult]:
+def _run_slots(client: Client | None, todo: Iterable[tuple[np.datetime64, int, tuple[int, int], bool]],
+               source: Source, store_cfg: StoreConfig, grid: Grid, dead: _DeadSource, tally: Tally,
+               total: int, window: int | None = None, bar: bool = False) -> Tally:
     """Run one task per shard of slots, at most ``window`` in flight (the whole graph is never built).
 
-    Logs progress (and draws a bar on stderr when ``bar``); stops (cancelling
-    what is queued) when :class:`_DeadSource` says the source is gone.
+    ``todo`` (``total`` slots, in time order) is grouped as it is consumed;
+    each task's results are counted into ``tally`` and dropped, so the client
+    holds a bounded number of slots whatever the run's size. Logs progress
+    (and draws a bar on stderr when ``bar``); stops (cancelling what is
+    queued) when :class:`_DeadSource` says the source is gone.
     """
     import sys
 
-    results: list[SlotResult] = []
-    groups = group_slots(todo)
-    step = max(1, len(groups) // 20)
-    done = [0]
+    step = max(1, total // 20)
+    done = [0, 0]  # slots, tasks
 
     def progress(batch: list[SlotResult]) -> None:
         for r in batch:
-            results.append(r)
+            tally.add(r)
             dead.see(r)
-        done[0] += 1
+        before = done[0]
+        done[0] += len(batch)
+        done[1] += 1
         if bar:  # drawn on stderr, as distributed's bar is, so stdout holds only the result
-            frac = done[0] / len(groups)
+            frac = done[0] / max(total, 1)
             sys.stderr.write(f"\r[{'#' * int(40 * frac):<40}] | {100 * frac:3.0f}% Completed | "
-                             f"{len(results)}/{len(todo)} slots" + ("\n" if done[0] == len(groups) else ""))
+                             f"{done[0]}/{total} slots" + ("\n" if done[0] >= total else ""))
             sys.stderr.flush()
-        if done[0] % step == 0 or done[0] == len(groups):
-            logger.info("ingest: %d/%d slot(s) done (%d/%d tasks)", len(results), len(todo), done[0], len(groups))
+        if done[0] // step > before // step or done[0] >= total:
+            logger.info("ingest: %d/%d slot(s) done (%d tasks)", done[0], total, done[1])
 
+    groups = group_slots(todo)
     if client is None:
         for group in groups:
             progress(ingest_group(source, store_cfg, grid, group))
-        return results
+        return tally
     import uuid
 
     from distributed import as_completed
 
     window = window or max(16, 4 * sum(client.nthreads().values()))
-    queue = iter(groups)
 
     def submit(group: list) -> Any:
         t, lead = group[0][0], group[0][1]
         key = f"ingest-{np.datetime_as_string(t, unit='h')}-f{lead:02d}-{uuid.uuid4().hex[:8]}"
         return client.submit(ingest_group, source, store_cfg, grid, group, key=key, pure=False)
 
-    submitted = [submit(group) for group, _ in zip(queue, range(window))]
-    pool = as_completed(submitted)
+    # only the futures in flight are held: a finished one is dropped (its result released on the worker)
+    running = {submit(group) for group, _ in zip(groups, range(window))}
+    pool = as_completed(running)
     try:
         for future in pool:
-            progress(future.result())
-            item = next(queue, None)
+            running.discard(future)
+            batch = future.result()
+            del future
+            progress(batch)
+            item = next(groups, None)
             if item is not None:
-                submitted.append(submit(item))
-                pool.add(submitted[-1])
+                new = submit(item)
+                running.add(new)
+                pool.add(new)
     except SourceError:
         # the source is gone: tasks already sent stop within a few slots (they see it too); let them
         # finish writing, so nothing writes to the store after this returns, then drop the rest
         from distributed import wait
 
         try:
-            wait([f for f in submitted if not f.done()], timeout=60)
+            wait([f for f in running if not f.done()], timeout=60)
         except Exception:  # noqa: BLE001 - a timeout: cancel what is left
             pass
-        client.cancel([f for f in submitted if not f.done()])
+        client.cancel([f for f in running if not f.done()])
         pool.clear()
         raise
     except BaseException:
-        client.cancel([f for f in submitted if not f.done()])
+        client.cancel([f for f in running if not f.done()])
         pool.clear()
         raise
-    return results
+    return tally
