@@ -159,6 +159,19 @@ def test_workers_connect_to_the_scheduler_service(default_docs):
         assert c["args"][0] == "tcp://wxdask-scheduler:8786"
         assert c["args"][c["args"].index("--name") + 1] == "$(POD_NAME)"
         assert env_of(c)["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+        # the nanny gives each worker the malloc settings that LocalCluster workers get (dask parses the value)
+        import copy
+
+        import dask.config
+
+        from wxdask.client import WORKER_MALLOC
+
+        name = "DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON"
+        parsed = dask.config.collect_env({name: env_of(c)[name]["value"]})
+        merged = dask.config.update(copy.deepcopy(dask.config.config), parsed)  # as dask merges it at start-up
+        spawn_env = merged["distributed"]["nanny"]["pre-spawn-environ"]
+        assert {k: spawn_env[k] for k in WORKER_MALLOC} == WORKER_MALLOC
+        assert spawn_env["OMP_NUM_THREADS"] == 1  # distributed's other defaults are kept
 
 
 def test_scheduler_address_follows_release_name():
