@@ -102,7 +102,8 @@ def bench(store_cfg, *, epochs: int, batch_size: int, rounds: int, holdout_every
     t = time.perf_counter()
     x = train.read_images(store_cfg, *plan.train_slots, plan.model.clip_max)
     read_s = time.perf_counter() - t
-    print(f"{n} training images {plan.grid_shape}, model {plan.model.filters} pool {plan.model.pool}, "
+    n_params = wm.build_autoencoder(plan.model, plan.grid_shape).count_params()
+    print(f"{n} training images {plan.grid_shape}, model.arch {arch} ({n_params:,} parameters), "
           f"batch {batch_size}, {epochs} epochs x {rounds} rounds; backend {keras.backend.backend()}; "
           f"the training set read from the store into memory (for the bare fit) in {read_s:.1f} s "
           f"({n / read_s:.0f} images/s)", flush=True)
