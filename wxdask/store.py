@@ -149,7 +149,7 @@ def check_location(cfg: StoreConfig, *, write: bool = False) -> tuple[fsspec.Abs
     return fs, path
 
 
-def open_store(cfg: StoreConfig) -> xr.Dataset:
+def open_store(cfg: StoreConfig, *, dask: bool = True) -> xr.Dataset:
     """Open the whole store lazily, decoded (``refc`` in dBZ, NaN where a slot is not filled).
 
     ``refc`` comes back as float32 dBZ (a store ingested before the float32
@@ -161,18 +161,22 @@ def open_store(cfg: StoreConfig) -> xr.Dataset:
     ----------
     cfg : StoreConfig
         Where the store is.
+    dask : bool
+        ``False`` for lazily indexed variables instead of dask arrays: no
+        chunk grid is built (``refc`` has one chunk per slot), for a caller
+        that reads coordinates, attributes or a few values only.
 
     Returns
     -------
     xarray.Dataset
-        Dask-backed, chunked as stored.
+        Dask-backed, chunked as stored (``dask=False``: lazily indexed).
 
     Raises
     ------
     StoreLayoutError
         If there is no Zarr store at ``cfg.url``.
     """
-    return _open(cfg, decode=True)
+    return _open(cfg, decode=True, dask=dask)
 
 
 def _open(cfg: StoreConfig, *, decode: bool, dask: bool = True) -> xr.Dataset:
@@ -183,13 +187,14 @@ def _open(cfg: StoreConfig, *, decode: bool, dask: bool = True) -> xr.Dataset:
     """
     if not exists(cfg):
         raise StoreLayoutError(f"no wxdask store at {cfg.url!r}; create it with `wxdask ingest --store {cfg.url}`")
+    no_dask: dict[str, Any] = {} if dask else {"chunks": None}  # else open_zarr's default: chunked as stored
     return xr.open_zarr(
         cfg.url,
         consolidated=False,
         storage_options=cfg.storage_options or None,
         mask_and_scale=decode,
         decode_times=True,
-        **({} if dask else {"chunks": None}),
+        **no_dask,
     )
 
 
@@ -419,12 +424,13 @@ def _metadata_only(ds: xr.Dataset, encoding: dict[str, dict]) -> tuple[xr.Datase
         own = dict(var.encoding) if given is None else {}
         chunks = (own if given is None else given).get("chunks") or var.encoding.get("chunks")
         if chunks is None:
-            if any(c and (len(set(c[:-1])) > 1 or c[-1] > c[0]) for c in var.chunks):
+            dask_chunks = var.chunks or ()
+            if any(c and (len(set(c[:-1])) > 1 or c[-1] > c[0]) for c in dask_chunks):
                 raise StoreLayoutError(
                     f"{name}: dask chunks {var.chunks} are not uniform, so they cannot be Zarr's chunks; "
                     "give encoding['chunks'] or rechunk the template"
                 )
-            chunks = tuple(c[0] if c else 0 for c in var.chunks)
+            chunks = tuple(c[0] if c else 0 for c in dask_chunks)
         (own if given is None else given)["chunks"] = tuple(chunks)
         placeholder = xr.Variable(var.dims, _placeholder(var.shape, var.dtype), var.attrs)
         placeholder.encoding = own
