@@ -272,24 +272,94 @@ def test_refc_keeps_its_codec_when_the_store_grows_backwards(tmp_path):
     from wxdask import ingest
     from wxdask.testing import _tiny_grid
 
-    # refc and status only: growing backwards does not yet cope with the text arrays (reason, source_identity)
     def template(times):
-        return ingest.refc_template(times.astype("datetime64[ns]"), (0,), _tiny_grid((4, 5)))[["refc", "status"]]
+        return ingest.refc_template(times.astype("datetime64[ns]"), (0,), _tiny_grid((4, 5)))
 
-    enc = {k: ingest.ENCODING[k] for k in ("refc", "status")}
     cfg = StoreConfig(url=str(tmp_path / "s.zarr"))
-    store.init_output(cfg, template(REFC_TIMES), enc)
+    store.init_output(cfg, template(REFC_TIMES), ingest.ENCODING)
     image = np.full((4, 5), -160, np.int16)
     image[1, 2] = 537
+    text = np.dtypes.StringDType()
     store.write_region(cfg, {"refc": image, "status": np.int8(1)}, (1, 0))
+    store.write_region(cfg, {"reason": np.array("absent: no object", dtype=text)}, (2, 0))
     earlier = np.concatenate([REFC_TIMES[:1] - np.timedelta64(2, "h"), REFC_TIMES])
-    ds = store.init_output(cfg, template(earlier), enc)
+    ds = store.init_output(cfg, template(earlier), ingest.ENCODING)  # text arrays too (StringDType, grown with "")
     assert ds.sizes["time"] == 5 and ds.refc.dtype == np.float32
     np.testing.assert_array_equal(ds.refc.values[2, 0], image / 16)
     assert np.isnan(ds.refc.values[[0, 1, 3, 4]]).all()
+    assert ds.reason.values[:, 0].tolist() == ["", "", "", "absent: no object", ""]
     raw = store.read_region(cfg, "refc", (slice(None),))
     assert raw.dtype == np.int16 and (raw[2, 0] == image).all()  # still the int16 codec
     assert store.chunk_nbytes(cfg, "refc")[[0, 1, 3, 4]].sum() == 0
+    # the same layout (shards, codecs, time units) as a store made over the grown times at once
+    fresh = StoreConfig(url=str(tmp_path / "fresh.zarr"))
+    store.init_output(fresh, template(earlier), ingest.ENCODING)
+    assert _layout(cfg) == _layout(fresh)
+
+
+def _layout(cfg):
+    """Every ``zarr.json`` of a store (its whole layout: shapes, chunks, shards, codecs, fill values, attrs)."""
+    import json
+    from pathlib import Path
+
+    root = Path(cfg.url)
+    return {str(p.relative_to(root)): json.loads(p.read_text()) for p in root.rglob("zarr.json")}
+
+
+def _ingest_template(nt, leads=(0, 1)):
+    from wxdask import ingest
+    from wxdask.testing import _tiny_grid
+
+    times = np.datetime64("2020-01-01T00", "ns") + np.arange(nt).astype("timedelta64[h]")
+    return ingest.refc_template(times, leads, _tiny_grid((4, 5)))
+
+
+def test_init_output_layout_is_the_one_of_a_template_chunked_per_slot(tmp_path):
+    """One dask chunk per variable lays out the same store as one per slot (the Zarr chunks, shards, codecs)."""
+    from wxdask import ingest
+
+    tpl = _ingest_template(50)
+    assert all(v.data.npartitions == 1 for v in tpl.data_vars.values() if v.chunks)
+    cfg = StoreConfig(url=str(tmp_path / "s.zarr"))
+    store.init_output(cfg, tpl, ingest.ENCODING)
+    # what init_output used to write: xarray's own to_zarr of a template with one image per dask chunk
+    per_slot = tpl.chunk({"time": 1, "lead_time": 1})
+    for name in ("grib_bytes", "status", "reason", "source_identity", "grib_start", "grib_end"):
+        per_slot[name] = per_slot[name].chunk({"time": 24})
+    per_slot["refc"].encoding = {}
+    old = tmp_path / "old.zarr"
+    per_slot.to_zarr(old, mode="w-", compute=False, zarr_format=3, consolidated=False,
+                     encoding={**ingest.ENCODING, "time": dict(store.TIME_ENCODING)})
+    assert _layout(cfg) == _layout(StoreConfig(url=str(old)))
+
+
+def test_init_output_work_does_not_grow_with_the_slots(tmp_path, monkeypatch):
+    """Creating, growing forward and adding variables build the same graph at 50 slots as at 5,000."""
+    from wxdask import ingest
+
+    tasks: list[int] = []
+    to_zarr = xr.Dataset.to_zarr
+
+    def counting(self, *args, **kwargs):
+        out = to_zarr(self, *args, **kwargs)
+        tasks.append(len(out.__dask_graph__()) if out is not None else 0)
+        return out
+
+    monkeypatch.setattr(xr.Dataset, "to_zarr", counting)
+
+    def work(nt, label):
+        tasks.clear()
+        cfg = StoreConfig(url=str(tmp_path / f"{label}.zarr"))
+        store.init_output(cfg, _ingest_template(10), ingest.ENCODING)  # create
+        store.init_output(cfg, _ingest_template(nt), ingest.ENCODING)  # grow forward
+        extra = _ingest_template(nt)[["status"]].rename(status="flag")
+        store.init_output(cfg, extra, {"flag": {"fill_value": 0, "chunks": (6, 1), "shards": (24, 1)}})  # add
+        assert store.open_store(cfg).sizes["time"] == nt
+        return list(tasks)
+
+    small, large = work(50, "small"), work(5000, "large")
+    assert len(small) == 3 and small == large
+    assert max(large) < 50  # a few tasks per variable, not one per slot
 
 
 def test_a_store_of_the_int16_scale_factor_layout_still_reads(tmp_path):

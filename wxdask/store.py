@@ -149,7 +149,7 @@ def check_location(cfg: StoreConfig, *, write: bool = False) -> tuple[fsspec.Abs
     return fs, path
 
 
-def open_store(cfg: StoreConfig) -> xr.Dataset:
+def open_store(cfg: StoreConfig, *, dask: bool = True) -> xr.Dataset:
     """Open the whole store lazily, decoded (``refc`` in dBZ, NaN where a slot is not filled).
 
     ``refc`` comes back as float32 dBZ (a store ingested before the float32
@@ -161,30 +161,40 @@ def open_store(cfg: StoreConfig) -> xr.Dataset:
     ----------
     cfg : StoreConfig
         Where the store is.
+    dask : bool
+        ``False`` for lazily indexed variables instead of dask arrays: no
+        chunk grid is built (``refc`` has one chunk per slot), for a caller
+        that reads coordinates, attributes or a few values only.
 
     Returns
     -------
     xarray.Dataset
-        Dask-backed, chunked as stored.
+        Dask-backed, chunked as stored (``dask=False``: lazily indexed).
 
     Raises
     ------
     StoreLayoutError
         If there is no Zarr store at ``cfg.url``.
     """
-    return _open(cfg, decode=True)
+    return _open(cfg, decode=True, dask=dask)
 
 
-def _open(cfg: StoreConfig, *, decode: bool) -> xr.Dataset:
-    """:func:`open_store`; ``decode=False`` keeps CF packing as stored (for :func:`_rewrite_sorted` only)."""
+def _open(cfg: StoreConfig, *, decode: bool, dask: bool = True) -> xr.Dataset:
+    """:func:`open_store`; ``decode=False`` keeps CF packing as stored (for :func:`_rewrite_sorted` only).
+
+    ``dask=False`` opens lazily indexed variables, no dask arrays: no chunk
+    grid (one chunk per ``refc`` slot) is built, for :func:`init_output`.
+    """
     if not exists(cfg):
         raise StoreLayoutError(f"no wxdask store at {cfg.url!r}; create it with `wxdask ingest --store {cfg.url}`")
+    no_dask: dict[str, Any] = {} if dask else {"chunks": None}  # else open_zarr's default: chunked as stored
     return xr.open_zarr(
         cfg.url,
         consolidated=False,
         storage_options=cfg.storage_options or None,
         mask_and_scale=decode,
         decode_times=True,
+        **no_dask,
     )
 
 
@@ -219,7 +229,11 @@ def init_output(
     """Create the store's metadata for ``template``, or grow an existing store to cover it.
 
     Nothing is computed and no data chunk is written: ``template`` is only read
-    for names, dims, coordinates, dtypes and attributes.
+    for names, dims, coordinates, dtypes, attributes and chunks. Creating or
+    growing forward costs the same time and client memory whatever the number
+    of slots: each dask-backed variable is written as one placeholder chunk
+    (:func:`_metadata_only`), and the store is opened without dask. Growing
+    to earlier values rewrites the whole store (its data is copied).
 
     Parameters
     ----------
@@ -228,7 +242,10 @@ def init_output(
     template : xarray.Dataset
         Dask-backed dataset with the wanted variables and coordinates.
     encoding : dict
-        Per-variable Zarr encoding (chunks, dtype, fill_value, scale).
+        Per-variable Zarr encoding (chunks, shards, dtype, fill_value,
+        filters). A variable's Zarr chunks are ``encoding[name]["chunks"]``,
+        else the template variable's own ``encoding["chunks"]``, else its
+        first dask chunk along each dim.
     fill_values : dict, optional
         Value of each variable where the store is grown (default NaN).
     check_equal : iterable of str
@@ -238,7 +255,8 @@ def init_output(
     Returns
     -------
     xarray.Dataset
-        The store as it now is, opened lazily.
+        The store as it now is, opened lazily (lazily indexed variables, not
+        dask arrays; :func:`open_store` for dask).
 
     Raises
     ------
@@ -247,19 +265,20 @@ def init_output(
     """
     if not exists(cfg):
         logger.info("creating store %s", cfg.url)
-        template.to_zarr(
+        lazy, enc = _metadata_only(template, _with_time_encoding(template, encoding))
+        lazy.to_zarr(
             cfg.url,
             mode="w-",
             compute=False,
-            encoding=_with_time_encoding(template, encoding),
+            encoding=enc,
             zarr_format=3,
             consolidated=False,
             storage_options=cfg.storage_options or None,
         )
-        return open_store(cfg)
+        return _open(cfg, decode=True, dask=False)
 
     recover(cfg)
-    existing = open_store(cfg)
+    existing = _open(cfg, decode=True, dask=False)
     _check_compatible(cfg, existing, template, check_equal)
     missing_vars = [v for v in template.data_vars if v not in existing.data_vars]
     for dim in ("time", "lead_time"):
@@ -271,7 +290,7 @@ def init_output(
             continue
         if new.min() > old.max():
             logger.info("extending store %s along %s by %d", cfg.url, dim, new.size)
-            grow = _reindexed_like(existing, template, dim, new, fill_values)
+            grow = _reindexed_like(existing, dim, new)
             grow.to_zarr(
                 cfg.url,
                 append_dim=dim,
@@ -285,19 +304,20 @@ def init_output(
         else:
             logger.info("rewriting store %s to insert %d earlier %s values", cfg.url, new.size, dim)
             _rewrite_sorted(cfg, existing, dim, np.union1d(old, new), fill_values)
-        existing = open_store(cfg)
+        existing = _open(cfg, decode=True, dask=False)
     if missing_vars:
-        add = template[missing_vars].reindex({d: existing[d] for d in template.dims if d in existing.dims})
+        lazy, enc = _metadata_only(template[missing_vars], {k: v for k, v in encoding.items() if k in missing_vars})
+        add = lazy.reindex({d: existing[d] for d in template.dims if d in existing.dims})
         add.attrs = {**existing.attrs, **template.attrs}
-        add.to_zarr(
+        _metadata_only(add, enc)[0].to_zarr(
             cfg.url,
             mode="a",
             compute=False,
-            encoding={k: v for k, v in encoding.items() if k in missing_vars},
+            encoding=enc,
             consolidated=False,
             storage_options=cfg.storage_options or None,
         )
-    return open_store(cfg)
+    return _open(cfg, decode=True, dask=False)
 
 
 def _with_time_encoding(ds: xr.Dataset, encoding: dict) -> dict:
@@ -345,25 +365,80 @@ def _norm(value: Any) -> Any:
     return value
 
 
-def _reindexed_like(existing: xr.Dataset, template: xr.Dataset, dim: str, new: np.ndarray,
-                    fill_values: dict | None) -> xr.Dataset:
-    """Variables of the existing store over the new coordinate values only, lazily filled."""
+def _reindexed_like(existing: xr.Dataset, dim: str, new: np.ndarray) -> xr.Dataset:
+    """Variables of the existing store over the new coordinate values only, as metadata placeholders.
+
+    Only appended as metadata (``compute=False``), so their values are never
+    read: each variable is one placeholder dask chunk (see
+    :func:`_metadata_only`), whatever the number of new values. The arrays'
+    layout (chunks, shards, codecs, fill value) is the existing store's.
+    """
     base = existing.drop_vars([v for v in existing.variables if dim not in existing[v].dims and v not in existing.dims])
-    base = base.isel({dim: slice(0, 0)})
-    grown = base.reindex({dim: new}, fill_value=_fills(base, fill_values))
-    return grown.chunk({dim: 1})
+    sizes = {**base.sizes, dim: new.size}
+    grown = xr.Dataset(
+        {name: (var.dims, _placeholder(tuple(sizes[d] for d in var.dims), var.dtype), var.attrs)
+         for name, var in base.data_vars.items()},
+        coords={dim: (dim, new, base[dim].attrs)},
+        attrs=base.attrs,
+    )
+    for name, var in base.variables.items():
+        if name in grown.variables:
+            grown[name].encoding = dict(var.encoding)
+    return grown
 
 
-def _fills(ds: xr.Dataset, fill_values: dict | None) -> dict:
-    fills = {}
-    for name, var in ds.data_vars.items():
-        if fill_values and name in fill_values:
-            fills[name] = fill_values[name]
-        elif np.issubdtype(var.dtype, np.integer):
-            fills[name] = 0
+def _placeholder(shape: tuple[int, ...], dtype: np.dtype) -> Any:
+    """A dask array of ``shape`` and ``dtype`` in one chunk, never computed: only its metadata is read."""
+    import dask.array as da
+
+    return da.zeros(shape, dtype=dtype, chunks=shape or -1)
+
+
+def _metadata_only(ds: xr.Dataset, encoding: dict[str, dict]) -> tuple[xr.Dataset, dict[str, dict]]:
+    """``ds`` with every dask-backed variable one placeholder chunk, and the encoding that keeps its layout.
+
+    ``to_zarr(compute=False)`` builds a graph of every dask chunk it would
+    store (a template of one chunk per ``(time, lead_time)`` slot: 10^5 tasks,
+    ~0.4 GB and minutes at 10^5 slots), which :func:`init_output` never runs.
+    Here each variable is one chunk (:func:`_placeholder`), so the metadata
+    costs the same whatever the number of slots. The Zarr chunks stay what
+    what they would have been: ``encoding[name]["chunks"]`` where given, else
+    the variable's own ``encoding["chunks"]`` (a template with one large dask
+    chunk names its Zarr chunks there), else its first dask chunk along each
+    dim (what xarray takes), checked the way xarray checks it.
+
+    Raises
+    ------
+    StoreLayoutError
+        If a variable without ``encoding["chunks"]`` has dask chunks Zarr cannot take (not uniform).
+    """
+    import dask.array as da
+
+    enc = {k: dict(v) for k, v in encoding.items()}
+    out = ds.copy(deep=False)
+    for name, var in ds.variables.items():
+        if not isinstance(var.data, da.Array) or name in ds.indexes:
+            continue
+        # xarray reads a variable's encoding from ``encoding`` where given, from the variable's own otherwise
+        given = enc.get(str(name))
+        own = dict(var.encoding) if given is None else {}
+        chunks = (own if given is None else given).get("chunks") or var.encoding.get("chunks")
+        if chunks is None:
+            dask_chunks = var.chunks or ()
+            if any(c and (len(set(c[:-1])) > 1 or c[-1] > c[0]) for c in dask_chunks):
+                raise StoreLayoutError(
+                    f"{name}: dask chunks {var.chunks} are not uniform, so they cannot be Zarr's chunks; "
+                    "give encoding['chunks'] or rechunk the template"
+                )
+            chunks = tuple(c[0] if c else 0 for c in dask_chunks)
+        (own if given is None else given)["chunks"] = tuple(chunks)
+        placeholder = xr.Variable(var.dims, _placeholder(var.shape, var.dtype), var.attrs)
+        placeholder.encoding = own
+        if name in ds.data_vars:
+            out[name] = placeholder
         else:
-            fills[name] = np.nan
-    return fills
+            out = out.assign_coords({name: placeholder})
+    return out, enc
 
 
 def _rewrite_sorted(
@@ -377,10 +452,17 @@ def _rewrite_sorted(
     grown = raw.reindex({dim: values}, fill_value=_raw_fills(raw, fill_values))
     encoding = {}
     for name, var in raw.variables.items():
-        keep = ("chunks", "filters", "compressors", "fill_value", "dtype")  # filters: refc's int16 codec
+        # the layout as stored: filters (refc's int16 codec), shards (the per-slot arrays), chunks
+        keep = ("chunks", "shards", "filters", "compressors", "fill_value", "dtype")
         enc = {k: v for k, v in var.encoding.items() if k in keep}
+        if name in raw.indexes:
+            enc.pop("chunks", None)  # a coordinate is written whole, as when the store was made
+            enc.pop("shards", None)
+            if name == "time":
+                enc.update(TIME_ENCODING)  # the same units as appends use, not ones from the new first value
         if name in raw.data_vars and var.chunks:
-            grown[name] = grown[name].chunk(dict(zip(var.dims, enc.get("chunks", ()))))
+            # one dask chunk per shard (else per chunk): no two tasks write the same object
+            grown[name] = grown[name].chunk(dict(zip(var.dims, enc.get("shards") or enc.get("chunks", ()))))
         encoding[name] = enc
     grown.to_zarr(tmp_url, mode="w", zarr_format=3, consolidated=False, encoding=encoding,
                   storage_options=cfg.storage_options or None)
@@ -396,8 +478,9 @@ def _raw_fills(raw: xr.Dataset, fill_values: dict | None) -> dict:
         fv = var.attrs.get("_FillValue", var.encoding.get("_FillValue"))
         if fill_values and name in fill_values and not np.issubdtype(var.dtype, np.integer):
             fv = fill_values[name]
-        if fv is None:
-            fv = 0 if np.issubdtype(var.dtype, np.integer) else np.nan
+        if fv is None or (var.dtype.kind in "TUSO" and not isinstance(fv, str)):
+            # text (reason, source_identity: numpy StringDType) grows with "", not NaN (no common dtype)
+            fv = 0 if np.issubdtype(var.dtype, np.integer) else "" if var.dtype.kind in "TUSO" else np.nan
         fills[name] = fv
     return fills
 

@@ -64,7 +64,7 @@ def _held_slots(store_cfg: StoreConfig) -> _Held:
     none = np.zeros((0, 0), dtype=np.int8)
     if not store.exists(store_cfg):
         return _Held(np.array([], dtype="datetime64[h]"), np.array([], dtype=int), none, none.astype(str))
-    ds = store.open_store(store_cfg)
+    ds = store.open_store(store_cfg, dask=False)  # coordinates only: no chunk grid of one chunk per slot
     if "status" not in ds:
         raise StoreLayoutError(f"store {store_cfg.url!r} has no 'status'; it was not made by wxdask ingest")
     whole = (slice(None), slice(None))  # read through zarr, a shard at a time (dask would make a task per slot)

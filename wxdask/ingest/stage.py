@@ -106,7 +106,7 @@ def run(cfg: Config, client: Client | None) -> str:
     n_other = int(np.count_nonzero(kept)) - n_ok
     tally = Tally()
     if n_pending:
-        held_grid = _store_grid(store.open_store(cfg.store)) if store.exists(cfg.store) else None
+        held_grid = _store_grid(store.open_store(cfg.store, dask=False)) if store.exists(cfg.store) else None
         first = [(times[k], int(leads[j])) for k, j in itertools.islice(_pending_slots(pending), 48)]
         grid, probed = _probe_grid(source, first, grid=held_grid)
         if held_grid is not None and grid is None:
