@@ -115,7 +115,7 @@ def bench(store_cfg, *, epochs: int, batch_size: int, rounds: int, holdout_every
     train.fit(store_cfg, TrainConfig(**{**base.__dict__, "model_dir": str(workdir / "warm"), "epochs": 2}), plan)
     keras.utils.set_random_seed(base.seed)
     warm = wm.build_autoencoder(plan.model, plan.grid_shape)
-    train.compile_model(warm, base.learning_rate)
+    train.compile_model(warm, wm.learning_rate(base.learning_rate, plan.model))
     warm.fit(x, x, batch_size=batch_size, epochs=2, shuffle=True, verbose=0)
     for r in range(rounds):
         line = []
@@ -130,7 +130,7 @@ def bench(store_cfg, *, epochs: int, batch_size: int, rounds: int, holdout_every
             line.append(f"{name} {n / statistics.median(timer.train_s[1:]):.0f}")
         keras.utils.set_random_seed(base.seed)
         model = wm.build_autoencoder(plan.model, plan.grid_shape)
-        train.compile_model(model, base.learning_rate)
+        train.compile_model(model, wm.learning_rate(base.learning_rate, plan.model))
         timer = Timer()
         model.fit(x, x, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0, callbacks=[timer])
         train_s["bare"] += timer.train_s[1:]

@@ -165,6 +165,7 @@ def test_short_training_lowers_heldout_loss_and_writes_model_dir(store, tmp_path
     assert meta["times"]["heldout"] == ["2020-06-01T00", "2020-06-04T23"]
     assert len(meta["losses"]["loss"]) == len(meta["losses"]["val_loss"]) == 2
     assert meta["epochs_done"] == 2 and meta["model"]["filters"] == [4, 8]
+    assert meta["learning_rate"] == 3e-3  # as configured, not the architecture's default
     assert meta["scaling"]["clip_max"] == 60.0 and "keras" in meta["versions"]
     # a rerun with the same epochs does nothing
     mtime = (tmp_path / "m" / wm.MODEL_FILE).stat().st_mtime_ns
@@ -184,6 +185,7 @@ def test_short_training_of_the_default_model_improves_on_its_pca_start(store, tm
     meta = wm.read_metadata(tmp_path / "m")
     losses = meta["losses"]
     assert meta["model"]["arch"] == "eof" and meta["n_latent"] == 50
+    assert meta["train"]["learning_rate"] is None and meta["learning_rate"] == wm.LEARNING_RATES["eof"] == 3e-4
     assert losses["val_loss"][-1] < losses["start_val_loss"], losses
     # the recorded start is the PCA start's held-out loss: rebuilt here, independently of fit()
     from wxdask import eof

@@ -631,8 +631,10 @@ class TrainConfig:
         Directory for ``model.keras``, checkpoints and ``metadata.json``.
     epochs, batch_size : int
         Training length and batch size.
-    learning_rate : float
-        Adam learning rate.
+    learning_rate : float, optional
+        Adam learning rate; by default the architecture's own
+        (:data:`wxdask.model.LEARNING_RATES`: 3e-4 for ``eof``, which starts at
+        PCA and is only refined, 1e-3 for ``seed``).
     holdout_every : int
         Every ``holdout_every``-th day (counted from the first day in the store)
         is held out, whole, for evaluation.
@@ -655,7 +657,7 @@ class TrainConfig:
     model_dir: str = "wxdask-model"
     epochs: int = 10
     batch_size: int = 32
-    learning_rate: float = 1e-3
+    learning_rate: float | None = None
     holdout_every: int = 5
     seed: int = 0
     on_gpu_worker: bool = False
@@ -674,7 +676,8 @@ class TrainConfig:
             raise ConfigError(f"train.lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         _positive_int("train.epochs", self.epochs)
         _positive_int("train.batch_size", self.batch_size)
-        _positive_float("train.learning_rate", self.learning_rate)
+        if self.learning_rate is not None:
+            _positive_float("train.learning_rate", self.learning_rate)
         if isinstance(self.holdout_every, bool) or not isinstance(self.holdout_every, int) or self.holdout_every < 2:
             raise ConfigError(f"train.holdout_every must be an int >= 2, got {self.holdout_every!r}")
 

@@ -692,7 +692,8 @@ def fit(store_cfg: StoreConfig, train_cfg: TrainConfig, plan: TrainPlan, *,
         if plan.model.arch == "eof":
             _init_eofs(model, store_cfg, plan, train_cfg)
         steps = train_cfg.epochs * math.ceil(plan.split["n_train"] / train_cfg.batch_size)
-        compile_model(model, train_cfg.learning_rate, schedule=train_cfg.lr_schedule, total_steps=steps)
+        compile_model(model, wxmodel.learning_rate(train_cfg.learning_rate, plan.model),
+                      schedule=train_cfg.lr_schedule, total_steps=steps)
         initial_epoch = 0
         record = {"fingerprint": fingerprint, "split": plan.split, "epochs_done": 0,
                   "losses": {"loss": [], "val_loss": []}}
@@ -728,6 +729,7 @@ def fit(store_cfg: StoreConfig, train_cfg: TrainConfig, plan: TrainPlan, *,
         "grid": {"name": plan.grid, "shape": list(plan.grid_shape)},
         "model": _plain(dataclasses.asdict(plan.model)),
         "train": _plain(dataclasses.asdict(train_cfg)),
+        "learning_rate": wxmodel.learning_rate(train_cfg.learning_rate, plan.model),
         "n_params": int(model.count_params()),
         "n_latent": int(plan.model.n_latent),
         "clip_max": float(plan.model.clip_max),
