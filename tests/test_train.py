@@ -108,11 +108,11 @@ def test_read_images_matches_decoded_store(store):
 
 
 def test_image_cache_serves_later_epochs_without_reading_the_store(store, monkeypatch):
-    from wxdask import store as wstore
+    from wxdask.store import region  # read_slots calls read_region of its own module
 
     calls = []
-    real = wstore.read_region
-    monkeypatch.setattr(wstore, "read_region", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    real = region.read_region
+    monkeypatch.setattr(region, "read_region", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
     cache = train.ImageCache(max_bytes=10 * 66 * 112 * 2)  # ten images
     ti, li = np.array([7, 2, 30]), np.zeros(3, dtype=int)
     first = train.read_images_cached(store, ti, li, 60.0, cache)

@@ -447,7 +447,7 @@ def raise_if_dask_computes(max_computes: int = 0) -> Iterator[CountingScheduler]
         yield scheduler
 
 
-# ----------------------------------------------------------------------------- small stores, through store.py
+# ----------------------------------------------------------------------------- small stores, through wxdask.store
 
 
 def _tiny_grid(grid: Any) -> Any:
