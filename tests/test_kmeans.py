@@ -96,7 +96,9 @@ def test_slot_matrix_and_regimes_are_lazy(lead):
 @pytest.mark.parametrize("engine,init_sample", [("lloyd", None), ("lloyd", 1500), ("dask-ml", None)])
 def test_fit_recovers_sklearn_clusters(client, engine, init_sample, monkeypatch):
     if init_sample:  # k-means|| on a per-block subsample, kept on the workers
-        monkeypatch.setattr(kmeans, "INIT_SAMPLE", init_sample)
+        from wxdask.kmeans import fitting  # init_scalable reads INIT_SAMPLE of its own module
+
+        monkeypatch.setattr(fitting, "INIT_SAMPLE", init_sample)
     x, truth = blobs(6000, k=4, seed=3)
     xd = client.persist(da.from_array(x, chunks=(1000, 6)))
     result = kmeans.fit(xd, KMeansConfig(k=4, seed=1), client, engine=engine)

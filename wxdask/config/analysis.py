@@ -107,7 +107,7 @@ class KMeansConfig:
         PNG panel of the decoded centroids (default: ``<store>-centroids.png`` beside a local store).
     engine : {"lloyd", "dask-ml"}
         Who fits the centroids: Lloyd iterations on Dask arrays (wxdask.kmeans),
-        or dask-ml's KMeans (slower; see wxdask/kmeans.py). Both use k-means||.
+        or dask-ml's KMeans (slower; see wxdask/kmeans/). Both use k-means||.
     """
 
     k: int = 5
