@@ -227,6 +227,7 @@ def fit(store_cfg: StoreConfig, train_cfg: TrainConfig, plan: TrainPlan, *,
     model_dir = Path(train_cfg.model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = _fingerprint(plan.grid, plan.grid_shape, plan.model, train_cfg.holdout_every)
+    learning_rate = wxmodel.learning_rate(train_cfg.learning_rate, plan.model)
 
     if plan.resume and (model_dir / CHECKPOINT_META).exists():
         record = wxmodel.read_metadata(model_dir, CHECKPOINT_META)
@@ -239,8 +240,7 @@ def fit(store_cfg: StoreConfig, train_cfg: TrainConfig, plan: TrainPlan, *,
         if plan.model.arch == "eof":
             _init_eofs(model, store_cfg, plan, train_cfg)
         steps = train_cfg.epochs * math.ceil(plan.split["n_train"] / train_cfg.batch_size)
-        compile_model(model, wxmodel.learning_rate(train_cfg.learning_rate, plan.model),
-                      schedule=train_cfg.lr_schedule, total_steps=steps)
+        compile_model(model, learning_rate, schedule=train_cfg.lr_schedule, total_steps=steps)
         initial_epoch = 0
         record = {"fingerprint": fingerprint, "split": plan.split, "epochs_done": 0,
                   "losses": {"loss": [], "val_loss": []}}
@@ -276,7 +276,7 @@ def fit(store_cfg: StoreConfig, train_cfg: TrainConfig, plan: TrainPlan, *,
         "grid": {"name": plan.grid, "shape": list(plan.grid_shape)},
         "model": _plain(dataclasses.asdict(plan.model)),
         "train": _plain(dataclasses.asdict(train_cfg)),
-        "learning_rate": wxmodel.learning_rate(train_cfg.learning_rate, plan.model),
+        "learning_rate": learning_rate,
         "n_params": int(model.count_params()),
         "n_latent": int(plan.model.n_latent),
         "clip_max": float(plan.model.clip_max),
