@@ -8,13 +8,16 @@ endpoint (moto, in a process of its own) through a counting proxy, and prints, m
   same message bytes plus a bare zstd compression of the same int16 image, with
   the store's own ``refc`` codec settings, in this process (target <= 1.5);
 * fields per second with 1 and with 2 workers, runs interleaved (1, 2, 1, 2, ...),
-  the median of the per-pair ratios (target: 2 workers >= 1.8x one).
+  the median of the per-pair ratios (target: 2 workers >= 1.8x one);
+* with ``--local``, the same CPU and scaling figures for the archive read as a local
+  directory (no S3 server, no S3 client): on a 2-core machine the moto server shares
+  the cores with the workers, and this separates the workers' own scaling from it.
 
 Workers are started by :func:`wxdask.client.make_client`, as ``wxdask ingest`` starts them.
 
 Usage::
 
-    python scripts/bench_ingest.py [--hours 96] [--repeats 3] [--grid hrrr]
+    python scripts/bench_ingest.py [--hours 96] [--repeats 3] [--grid hrrr] [--local]
 """
 
 from __future__ import annotations
@@ -142,19 +145,18 @@ def bare_in_worker(messages: list[bytes], images: np.ndarray, codec: Any) -> tup
         close_client(client)
 
 
-def run_ingest(endpoint: str, store: Path, end: str, n_workers: int, proxy: FlakyProxy | None = None
-               ) -> tuple[float, float, int]:
-    """Wall seconds, total worker CPU seconds and bytes through ``proxy`` of one ingest run."""
+def run_ingest(endpoint: str | None, store: Path, end: str, n_workers: int, proxy: FlakyProxy | None = None,
+               local: Path | None = None) -> tuple[float, float, int]:
+    """Wall seconds, total worker CPU seconds and bytes through ``proxy`` of one ingest run.
+
+    Reads the archive from ``endpoint``, or from the directory ``local`` when given.
+    """
+    where = {"source": str(local)} if local is not None else {"source": f"s3://{ARCHIVE_BUCKET}",
+                                                             "endpoint_url": endpoint}
     cfg = Config.from_dict(
         {
             "store": {"url": str(store)},
-            "ingest": {
-                "start": START,
-                "end": end,
-                "leads": [0],
-                "source": f"s3://{ARCHIVE_BUCKET}",
-                "endpoint_url": endpoint,
-            },
+            "ingest": {"start": START, "end": end, "leads": [0], **where},
             "dask": _dask(n_workers),
         }
     )
@@ -184,6 +186,8 @@ def main() -> None:
                              "2 workers 2 tasks)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved 1-worker / 2-worker pairs")
     parser.add_argument("--grid", default="hrrr", choices=["hrrr", "coarse"])
+    parser.add_argument("--local", action="store_true",
+                        help="also measure CPU and scaling with the archive read as a local directory")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("bench_ingest").setLevel(logging.INFO)
@@ -206,7 +210,6 @@ def main() -> None:
 def _measure(args: argparse.Namespace, tmp: Path, end: str, messages: list[bytes], endpoint_url: str) -> tuple:
     """Everything the report prints, measured against ``endpoint_url``."""
     n = len(messages)
-    log = logging.getLogger("bench_ingest")
     # bytes on the wire: one run through the counting proxy (the timed runs go to the endpoint directly,
     # so the proxy's one thread does not serialize them)
     with FlakyProxy(endpoint_url, fail_every=10**9) as proxy:
@@ -216,24 +219,45 @@ def _measure(args: argparse.Namespace, tmp: Path, end: str, messages: list[bytes
     decode, zstd = _bare_both(messages, images, codec)
     decode_w, zstd_w = bare_in_worker(messages, images, codec)
 
+    runs = {"s3": _pairs(args, tmp, end, n, endpoint_url, None)}
+    if args.local:
+        runs["local"] = _pairs(args, tmp, end, n, None, tmp)
+    return wire, codec, decode, zstd, decode_w, zstd_w, runs
+
+
+def _pairs(args: argparse.Namespace, tmp: Path, end: str, n: int, endpoint_url: str | None, local: Path | None
+           ) -> tuple[dict[int, list[float]], list[float]]:
+    """Interleaved 1-worker / 2-worker runs: walls by worker count, CPU per field of the 1-worker runs."""
+    log = logging.getLogger("bench_ingest")
+    tag = "local" if local is not None else "s3"
     walls: dict[int, list[float]] = {1: [], 2: []}
     cpus = []
     for i in range(args.repeats):
         for workers in (1, 2):
-            wall, cpu, _ = run_ingest(endpoint_url, tmp / f"run-{i}-{workers}.zarr", end, workers)
+            wall, cpu, _ = run_ingest(endpoint_url, tmp / f"run-{tag}-{i}-{workers}.zarr", end, workers, local=local)
             walls[workers].append(wall)
             if workers == 1:
                 cpus.append(cpu / n)
-            log.info("pair %d, %d worker(s): %.2f s, %.2f fields/s", i, workers, wall, n / wall)
-    return wire, codec, decode, zstd, decode_w, zstd_w, walls, cpus
+            log.info("%s pair %d, %d worker(s): %.2f s, %.2f fields/s", tag, i, workers, wall, n / wall)
+    return walls, cpus
 
 
 def _report(args: argparse.Namespace, n: int, message_bytes: int, wire: int, codec: Any, decode: float, zstd: float,
-            decode_w: float, zstd_w: float, walls: dict, cpus: list) -> None:
+            decode_w: float, zstd_w: float, runs: dict) -> None:
+    import os
+
+    print(f"grid {args.grid}, {n} fields, mean REFC message {message_bytes / n / 1e3:.1f} kB, zstd {codec}; "
+          f"load average at the end {os.getloadavg()[0]:.2f}")
+    print(f"bytes fetched per field / message size: {wire / message_bytes:.4f}   (target <= 1.02)")
+    for tag, (walls, cpus) in runs.items():
+        print(f"-- archive read from {'the local S3 endpoint' if tag == 's3' else 'a local directory'}")
+        _report_runs(n, decode, zstd, decode_w, zstd_w, walls, cpus)
+
+
+def _report_runs(n: int, decode: float, zstd: float, decode_w: float, zstd_w: float, walls: dict, cpus: list
+                 ) -> None:
     cpu = float(np.median(cpus))
     ratios = [w1 / w2 for w1, w2 in zip(walls[1], walls[2])]
-    print(f"grid {args.grid}, {n} fields, mean REFC message {message_bytes / n / 1e3:.1f} kB, zstd {codec}")
-    print(f"bytes fetched per field / message size: {wire / message_bytes:.4f}   (target <= 1.02)")
     print(
         f"ingest CPU per field {cpu * 1e3:.1f} ms (median of {len(cpus)} 1-worker runs) / bare eccodes decode "
         f"{decode * 1e3:.1f} ms + bare zstd {zstd * 1e3:.1f} ms = {cpu / (decode + zstd):.2f}   (target <= 1.5)"
