@@ -245,3 +245,20 @@ def test_run_refuses_a_model_of_another_hash(tmp_path, client, caplog, where):
     assert "cluster" in ds and "kmeans_centroid_plot" not in ds.attrs
     assert "made by model fake" in caplog.text and other in caplog.text
     assert dict(models.LOAD_COUNTS) == before  # refused before loading
+
+
+def _regime_lag_script() -> dict:
+    import runpy
+    from pathlib import Path
+
+    return runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "regime_lag.py"))
+
+
+def test_regime_lag_counts_hours_since_a_change_and_matches_clusters_to_regimes():
+    script = _regime_lag_script()
+    truth = np.array([2, 2, 2, 4, 4, 4, 4, 2, 2])
+    assert script["hours_since_change"](truth).tolist()[3:] == [0, 1, 2, 3, 0, 1]
+    assert script["hours_since_change"](truth)[0] > 1000  # before the first change
+    # cluster 7 is mostly regime 4 and cluster 1 mostly regime 2; the lagging hour 3 stays with 2
+    labels = np.array([1, 1, 1, 1, 7, 7, 7, 7, 1])
+    assert script["matched"](truth, labels).tolist() == [2, 2, 2, 2, 4, 4, 4, 4, 2]
