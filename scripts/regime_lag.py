@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import xarray as xr
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score
 
-from wxdask import synth
+from wxdask import store, synth
+from wxdask.config import StoreConfig
+from wxdask.errors import WxdaskError
 
 
 def hours_since_change(truth: np.ndarray) -> np.ndarray:
@@ -47,7 +48,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, required=True, help="the synthetic archive's seed")
     parser.add_argument("--window", type=int, default=14, help="hours after a regime change counted as lag")
     args = parser.parse_args()
-    ds = xr.open_zarr(args.store)
+    try:
+        ds = store.open_input(StoreConfig(url=args.store), ["cluster"])
+    except WxdaskError as exc:
+        raise SystemExit(f"regime_lag.py: {exc}") from None
     labels = ds["cluster"].isel(lead_time=0).values
     truth = synth.regime_of(args.seed, ds["time"].values)
     ok = labels >= 0
