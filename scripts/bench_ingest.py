@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import logging
 import multiprocessing
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -244,8 +245,6 @@ def _pairs(args: argparse.Namespace, tmp: Path, end: str, n: int, endpoint_url: 
 
 def _report(args: argparse.Namespace, n: int, message_bytes: int, wire: int, codec: Any, decode: float, zstd: float,
             decode_w: float, zstd_w: float, runs: dict) -> None:
-    import os
-
     print(f"grid {args.grid}, {n} fields, mean REFC message {message_bytes / n / 1e3:.1f} kB, zstd {codec}; "
           f"load average at the end {os.getloadavg()[0]:.2f}")
     print(f"bytes fetched per field / message size: {wire / message_bytes:.4f}   (target <= 1.02)")
