@@ -508,3 +508,28 @@ def test_concurrent_workers_each_own_whole_shards(tmp_path, process_client):
         ds.attrs.pop("wxdask_config")
     xr.testing.assert_identical(one, two)
     assert int((two.status == STATUS["ok"]).sum()) == 54 * 2 - 2 - 1
+
+
+def test_the_faults_read_alike_from_the_s3_endpoint_and_an_ok_slot_costs_two_gets(tmp_path, faulty, ingested,
+                                                                                   local_s3):
+    """S3 answers a range past the end (and any range of an empty object) with 416 and no size, where a file
+    says its size: the statuses and reasons must not depend on which. An ok slot costs two GETs, no HEAD."""
+    import shutil
+
+    from wxdask.testing import FlakyProxy
+
+    src = tmp_path / "archive"  # all but the 1 GB sidecar
+    shutil.copytree(faulty, src, ignore=shutil.ignore_patterns("*t12z*"))
+    local_s3.upload_archive(src)
+    path = tmp_path / "s3.zarr"
+    with FlakyProxy(local_s3.endpoint_url, fail_every=10**9) as proxy:
+        ingest.run(_cfg(path, f"s3://{ARCHIVE_BUCKET}", endpoint_url=proxy.url), None)
+    got, want = _load(path), _load(ingested[0])
+    keep = [h for h in range(HOURS) if h != 12]
+    for name in ("status", "reason", "grib_start", "grib_end", "grib_bytes"):
+        np.testing.assert_array_equal(got[name].values[keep], want[name].values[keep], err_msg=name)
+    np.testing.assert_array_equal(got.refc.values[keep], want.refc.values[keep])
+    for h, lead in [(0, 0), (14, 0), (15, 0)]:
+        key = f"/{ARCHIVE_BUCKET}/{hrrr_key(t(h), lead)}"
+        asked = sorted((m, p.split("?")[0]) for m, p, _ in proxy.requests if p.split("?")[0] in (key, key + ".idx"))
+        assert asked == [("GET", key), ("GET", key + ".idx")], (h, asked)

@@ -43,12 +43,14 @@ def _not_found(status: str, message: str) -> SourceNotFoundError:
 
 def fetch_refc(source: Source, init_time: np.datetime64, lead: int, grid: Grid | None = None,
                trace: _Trace | None = None) -> Fetched:
-    """Fetch the REFC message of one archive file: the ``.idx``, then one ranged GET.
+    """Fetch the REFC message of one archive file: two ranged reads, the ``.idx`` and the message.
 
-    Sizes are checked before anything is read: the sidecar (at most
-    :data:`MAX_IDX_BYTES`), the object (zero bytes is a placeholder), and the
-    REFC range against the object's size and the largest message the grid can
-    need. A range past the end is never requested.
+    Each read also gives its object's size and identity (no HEAD request).
+    Sizes are checked as soon as they are known: the sidecar (at most
+    :data:`MAX_IDX_BYTES` are read), the object (zero bytes is a placeholder),
+    and the REFC range against the largest message the grid can need (before
+    it is read) and the object's size. The less usual faults (no sidecar, a
+    range the object cannot serve) cost one lookup more, to say which.
 
     Raises
     ------
@@ -66,7 +68,7 @@ def fetch_refc(source: Source, init_time: np.datetime64, lead: int, grid: Grid |
     key = hrrr_key(init_time, lead)
     idx_path, grib_path = source.path(key + ".idx"), source.path(key)
     try:
-        trace.idx = _info(source, fs, idx_path)
+        idx, trace.idx = _read_or_size(source, fs, idx_path, 0, MAX_IDX_BYTES + 1)
     except FileNotFoundError:
         try:
             trace.grib = _info(source, fs, grib_path)
@@ -78,8 +80,7 @@ def fetch_refc(source: Source, init_time: np.datetime64, lead: int, grid: Grid |
         raise SlotFault("empty", "zero-byte .idx", f"{key}.idx is an empty placeholder")
     if idx_size > MAX_IDX_BYTES:
         raise SlotFault("oversize", ".idx size", f"{key}.idx is {idx_size} bytes, more than the {MAX_IDX_BYTES} "
-                                                 "a sidecar can plausibly be; not read")
-    idx = _read(source, fs, idx_path, 0, idx_size)[:MAX_IDX_BYTES]
+                                                 f"a sidecar can plausibly be; not read past byte {MAX_IDX_BYTES + 1}")
     try:
         entries = parse_idx(idx.decode("ascii", errors="replace"))
     except CorruptMessageError as exc:
@@ -90,35 +91,25 @@ def fetch_refc(source: Source, init_time: np.datetime64, lead: int, grid: Grid |
         raise _not_found("no_refc", str(exc)) from None
     except CorruptMessageError as exc:
         raise SlotFault("mismatch", ".idx label", str(exc)) from None
+    cap = _max_message_bytes(grid.nx * grid.ny if grid is not None else MAX_POINTS)
+    if entry.end is not None and entry.end - entry.start > cap:  # refused unread; the object's size says why
+        trace.grib = _lookup(source, fs, grib_path, key)
+        _check_range(trace.grib, entry.start, entry.end, key)
+        raise SlotFault("oversize", "message size", f".idx gives REFC {entry.end - entry.start} bytes, more than "
+                                                    f"the {cap} a REFC field on this grid can need; not fetched")
+    # the last message of a file has no end in the .idx: at most ``cap`` bytes are read, and one more to tell
+    trace.start, trace.end = entry.start, entry.end if entry.end is not None else entry.start + cap + 1
     try:
-        trace.grib = _info(source, fs, grib_path)
+        data, trace.grib = _read_or_size(source, fs, grib_path, trace.start, trace.end)
     except FileNotFoundError:
         raise _not_found("absent", f"no GRIB object: {key} has a .idx but no GRIB object") from None
     size = int(trace.grib.get("size", 0))
-    if size == 0:
-        raise SlotFault("empty", "zero-byte GRIB", f"{key} is an empty placeholder")
     end = entry.end if entry.end is not None else size
-    if entry.start >= size or end > size:
-        raise SlotFault(
-            "corrupt",
-            "range past end",
-            f".idx puts REFC at bytes {entry.start}-{end}, the object is {size} bytes (truncated or stale .idx)",
-        )
-    cap = _max_message_bytes(grid.nx * grid.ny if grid is not None else MAX_POINTS)
+    _check_range(trace.grib, entry.start, end, key)
     if end - entry.start > cap:
-        raise SlotFault("oversize", "message size", f".idx gives REFC {end - entry.start} bytes, more than the {cap} "
-                                                    "a REFC field on this grid can need; not fetched")
-    trace.start, trace.end = entry.start, end
-    try:
-        data = _read(source, fs, grib_path, entry.start, end)
-    except FileNotFoundError:
-        raise _not_found("absent", f"no GRIB object: {key} vanished while read") from None
-    except SourceError as exc:
-        if getattr(exc, "unsatisfiable", False):
-            raise SlotFault(
-                "corrupt", "range past end", f"the server cannot serve bytes {entry.start}-{end} of {key}"
-            ) from None
-        raise
+        raise SlotFault("oversize", "message size", f"REFC runs {end - entry.start} bytes to the end of {key}, more "
+                                                    f"than the {cap} a REFC field on this grid can need")
+    trace.end = end
     if len(data) < end - entry.start:
         raise SlotFault("corrupt", "truncated", f"got {len(data)} of the {end - entry.start} bytes of REFC from {key}")
     claimed = int.from_bytes(data[8:16], "big") if len(data) >= 16 and data[:4] == b"GRIB" else 0
@@ -130,6 +121,35 @@ def fetch_refc(source: Source, init_time: np.datetime64, lead: int, grid: Grid |
                                                 f"{size - entry.start} from byte {entry.start}")
     check_message(data, entry)
     return Fetched(data, entry, len(idx) + len(data), trace.identity, entry.start, end)
+
+
+def _read_or_size(source: Source, fs: Any, path: str, start: int, end: int) -> tuple[bytes, dict]:
+    """:func:`_read`; a range the object cannot serve (it starts at or past the end) reads nothing, and a
+    lookup gives the size (S3 answers such a range, an empty object's included, with no size)."""
+    try:
+        return _read(source, fs, path, start, end)
+    except SourceError as exc:
+        if not getattr(exc, "unsatisfiable", False):
+            raise
+    return b"", _info(source, fs, path)
+
+
+def _lookup(source: Source, fs: Any, path: str, key: str) -> dict:
+    """:func:`_info` of a GRIB object the ``.idx`` names; its absence is the slot's ``absent``."""
+    try:
+        return _info(source, fs, path)
+    except FileNotFoundError:
+        raise _not_found("absent", f"no GRIB object: {key} has a .idx but no GRIB object") from None
+
+
+def _check_range(info: dict, start: int, end: int, key: str) -> None:
+    """The object ``info`` describes must be non-empty and hold bytes ``[start, end)``."""
+    size = int(info.get("size", 0))
+    if size == 0:
+        raise SlotFault("empty", "zero-byte GRIB", f"{key} is an empty placeholder")
+    if start >= size or end > size:
+        raise SlotFault("corrupt", "range past end",
+                        f".idx puts REFC at bytes {start}-{end}, the object is {size} bytes (truncated or stale .idx)")
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,7 @@ def _is_unreachable(exc: BaseException) -> bool:
 
 def _is_unsatisfiable(exc: BaseException) -> bool:
     """An HTTP 416 (the range lies past the end of the object): permanent, never retried."""
-    return any("InvalidRange" in str(e) or "Not Satisfiable" in str(e) or " 416" in str(e) for e in _chain(exc))
+    return any("InvalidRange" in str(e) or "not satisfiable" in str(e).lower() or " 416" in str(e) for e in _chain(exc))
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -124,11 +124,55 @@ def _retry(source: Source, what: str, func: Any, *args: Any, **kwargs: Any) -> A
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _read(source: Source, fs: Any, path: str, start: int | None = None, end: int | None = None) -> bytes:
-    """``fs.cat_file`` (a byte range when ``start`` is given, ``end`` exclusive) with retries."""
-    if start is None:
-        return _retry(source, f"reading {path!r}", fs.cat_file, path)
-    return _retry(source, f"reading {path!r}", fs.cat_file, path, start=start, end=end)
+def _read(source: Source, fs: Any, path: str, start: int, end: int) -> tuple[bytes, dict]:
+    """Bytes ``[start, end)`` of one object (fewer where it ends sooner) and its info, in one request, with retries.
+
+    The info (``size``, and ``ETag``/``LastModified`` or ``mtime``) is what a
+    HEAD or a listing gives (so :func:`object_identity` reads the same), taken
+    from the same response (S3's ``Content-Range``) or the open file: a slot
+    costs one request per object.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the object does not exist.
+    SourceError
+        As :func:`_retry`; ``unsatisfiable`` when the range starts at or past
+        the end (S3 then says nothing of the size: :func:`_info` does).
+    """
+    if end <= start:
+        raise ValueError(f"empty byte range {start}-{end} of {path!r}")
+    if hasattr(fs, "_call_s3"):  # s3fs: one GET whose headers carry the object's identity
+        from fsspec.asyn import sync
+
+        return _retry(source, f"reading {path!r}", sync, fs.loop, _s3_get, fs, path, start, end)
+    if getattr(fs, "protocol", None) in ("file", ("file", "local")):
+        return _retry(source, f"reading {path!r}", _local_get, path, start, end)
+    info = _info(source, fs, path)  # any other filesystem: a lookup, then the read
+    return _retry(source, f"reading {path!r}", fs.cat_file, path, start=start, end=end), info
+
+
+async def _s3_get(fs: Any, path: str, start: int, end: int) -> tuple[bytes, dict]:
+    bucket, key, version = fs.split_path(path)
+    extra = {"VersionId": version} if version else {}
+    resp = await fs._call_s3("get_object", Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", **extra)
+    try:
+        body = await resp["Body"].read()
+    finally:
+        resp["Body"].close()
+    total = str(resp.get("ContentRange") or "").rpartition("/")[2]
+    if total.isdigit():
+        size = int(total)
+    else:  # a server that ignored the range sent the whole object
+        size, body = len(body), body[start:end]
+    return body, {"ETag": resp.get("ETag"), "LastModified": resp.get("LastModified"), "size": size}
+
+
+def _local_get(path: str, start: int, end: int) -> tuple[bytes, dict]:
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        f.seek(start)
+        return f.read(end - start), {"size": st.st_size, "mtime": st.st_mtime}
 
 
 def _info(source: Source, fs: Any, path: str) -> dict:
