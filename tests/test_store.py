@@ -268,6 +268,30 @@ def test_refc_writes_refuse_what_would_not_read_back(tmp_path):
     assert np.isnan(store.open_store(cfg).refc.values[3, 0]).all()
 
 
+def test_a_whole_refc_image_is_written_past_zarr_indexing_as_zarr_writes_it(tmp_path, monkeypatch):
+    """The fast path (the array's own codecs, then the store) leaves the very bytes zarr's indexing would."""
+    from wxdask.store import region
+
+    image = np.arange(20, dtype=np.int16).reshape(4, 5) - 160
+    digests = []
+    for name, fast in (("fast", True), ("zarr", False)):
+        if not fast:
+            monkeypatch.setattr(region, "_put_chunk", lambda *a: False)
+        cfg, _ = _refc_store(tmp_path / f"{name}.zarr")
+        if fast:
+            arr = region._stored(region._group(cfg), "refc")[0]
+            assert region._put_chunk(arr, image, (3, 0))  # taken: one whole chunk
+            assert not region._put_chunk(arr, image[:2], (3, 0))  # not a whole chunk
+            assert not region._put_chunk(arr, np.full((4, 5), -32768, np.int16), (3, 0))  # the fill value
+            assert not region._put_chunk(arr, image, (4, 0))  # out of range: zarr's indexing raises
+        for k in (2, 3):
+            store.write_region(cfg, {"refc": image}, (k, 0))
+        np.testing.assert_array_equal(store.read_region(cfg, "refc", (2, 0)), image)
+        np.testing.assert_array_equal(store.open_store(cfg).refc.values[3, 0], image / 16.0)
+        digests.append({k: v for k, v in file_digests(cfg.url).items() if "refc/c/" in k})
+    assert digests[0] == digests[1] and len(digests[0]) == 4
+
+
 def test_refc_keeps_its_codec_when_the_store_grows_backwards(tmp_path):
     from wxdask import ingest
     from wxdask.testing import _tiny_grid

@@ -73,6 +73,41 @@ def _check_stored(name: str, arr: zarr.Array, value: Any) -> None:
             )
 
 
+def _put_chunk(arr: zarr.Array, value: Any, index: tuple) -> bool:
+    """Write ``value``, the one whole chunk ``index`` selects, through ``arr``'s own codecs, past zarr's indexing.
+
+    For an ``refc`` image (checked by :func:`_check_stored`) this saves about
+    2 ms of an 8 ms write on the HRRR grid. Returns False, having written
+    nothing, unless ``index`` is in-range integers over the leading axes whose
+    chunks are 1, ``value`` is the rest of one unsharded chunk, and it is not
+    the fill value (whose chunk zarr removes instead): the caller then writes
+    through zarr's indexing.
+    """
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    value = np.asarray(value)
+    lead = len(index)
+    if (arr.shards is not None or value.ndim + lead != arr.ndim or value.shape != tuple(arr.chunks[lead:])
+            or tuple(arr.chunks[:lead]) != (1,) * lead or value.size == 0 or value.flat[0] == arr.fill_value
+            or not all(isinstance(i, (int, np.integer)) and 0 <= i < n for i, n in zip(index, arr.shape))):
+        return False
+    aa = arr._async_array
+    coords = tuple(int(i) for i in index) + (0,) * value.ndim
+    proto = default_buffer_prototype()
+    spec = aa.metadata.get_chunk_spec(coords, aa.config, proto)
+    chunk = proto.nd_buffer.from_numpy_array(np.ascontiguousarray(value.reshape(arr.chunks), dtype=arr.dtype))
+
+    async def put() -> bool:
+        (encoded,) = await aa.codec_pipeline.encode([(chunk, spec)])
+        if encoded is None:
+            return False
+        await (aa.store_path / aa.metadata.encode_chunk_key(coords)).set(encoded)
+        return True
+
+    return bool(sync(put()))
+
+
 class Writer:
     """Writes to one store's arrays, each opened once (one task's many writes, not one open per write).
 
@@ -95,7 +130,9 @@ class Writer:
     def region(self, values: dict[str, Any], index: tuple) -> None:
         """As :func:`write_region`."""
         for name, value in values.items():
-            self._array(name, value)[index] = value
+            arr = self._array(name, value)
+            if not (self._arrays[name][1] and _put_chunk(arr, value, index)):
+                arr[index] = value
 
     def points(self, values: dict[str, np.ndarray], index: tuple[np.ndarray, ...]) -> None:
         """As :func:`write_points`."""
