@@ -101,3 +101,20 @@ def test_local_workers_keep_large_buffers_on_the_heap(client):
     seen = client.run(lambda: {k: os.environ.get(k) for k in WORKER_MALLOC})
     assert len(seen) == 2
     assert all(env == {k: str(v) for k, v in WORKER_MALLOC.items()} for env in seen.values()), seen
+
+
+def test_workers_keep_the_malloc_settings_after_another_cluster_set_its_own(monkeypatch):
+    # distributed writes its pre-spawn values into this process's environment and prefers the environment
+    # to its config: as any LocalCluster with distributed's defaults leaves it
+    from wxdask.client import WORKER_MALLOC
+
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    c = make_client(DaskConfig(n_workers=1, memory_limit="1GiB", progress=False, dashboard_address=":0"))
+    try:
+        seen = c.run(lambda: {k: os.environ.get(k) for k in WORKER_MALLOC})
+    finally:
+        cluster = c.cluster
+        c.close()
+        cluster.close()
+    assert list(seen.values()) == [{k: str(v) for k, v in WORKER_MALLOC.items()}]
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"  # this process's environment as it was

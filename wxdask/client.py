@@ -31,6 +31,32 @@ logger = logging.getLogger(__name__)
 #: ecCodes decode measured 2.6x slower under it. Here buffers under 32 MiB come from the heap, and up to
 #: 128 MiB of freed heap is kept before it is returned to the system.
 WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": 32 * 2**20, "MALLOC_TRIM_THRESHOLD_": 128 * 2**20}
+#: Those of :data:`WORKER_MALLOC` the user set in this process's environment before wxdask ran: theirs win.
+_USER_MALLOC = {k: os.environ[k] for k in WORKER_MALLOC if k in os.environ}
+
+
+@contextlib.contextmanager
+def _worker_malloc() -> Iterator[None]:
+    """:data:`WORKER_MALLOC` (or the user's own values) in force for the worker processes started within.
+
+    distributed sets ``pre-spawn-environ`` in this process's environment before each spawn, and prefers
+    what the environment holds to its config: so after any other local cluster (its defaults) the config
+    alone would no longer reach the workers. Here the environment holds these values while they start.
+    """
+    import dask
+
+    want = {k: _USER_MALLOC.get(k, str(v)) for k, v in WORKER_MALLOC.items()}
+    before = {k: os.environ.get(k) for k in want}
+    os.environ.update(want)
+    try:
+        with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in want.items()}):
+            yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def make_client(cfg: DaskConfig, *, timeout: str | float | None = None) -> Client:
@@ -70,12 +96,9 @@ def make_client(cfg: DaskConfig, *, timeout: str | float | None = None) -> Clien
         except (OSError, TimeoutError) as exc:
             logger.warning("could not compare package versions with the cluster: %s", exc)
     else:
-        import dask
-
-        malloc = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_MALLOC.items()}
         limit = cfg.start_timeout
         try:
-            with dask.config.set(malloc):
+            with _worker_malloc():
                 cluster = LocalCluster(
                     n_workers=cfg.n_workers - cfg.gpu_workers,
                     threads_per_worker=cfg.threads_per_worker,
@@ -97,7 +120,7 @@ def make_client(cfg: DaskConfig, *, timeout: str | float | None = None) -> Clien
                             "host": cfg.host},
             }
         if cfg.gpu_workers:
-            with dask.config.set(malloc):
+            with _worker_malloc():
                 cluster.sync(cluster._correct_state)
         client = Client(cluster)
         try:
