@@ -143,11 +143,18 @@ def _dask(n_workers: int) -> dict:
     return {"n_workers": n_workers, "threads_per_worker": 1, "progress": False, "dashboard_address": ":0"}
 
 
-def bare_in_worker(messages: list[bytes], images: np.ndarray, codec: Any) -> tuple[float, float]:
-    """The same bare decode and compression, run as a task on a Dask worker started like ingest's."""
+def _bare_from_disk(archive: Path, times: np.ndarray, store_url: str, n_images: int, codec: Any
+                    ) -> tuple[float, float]:
+    return _bare_both(refc_messages(archive, times), stored_images(store_url, n_images), codec)
+
+
+def bare_in_worker(archive: Path, times: np.ndarray, store_url: str, n_images: int, codec: Any
+                   ) -> tuple[float, float]:
+    """The same bare decode and compression, run as a task on a Dask worker started like ingest's (which
+    reads the messages and images itself: a graph of paths, not of 100 MB of bytes)."""
     client = make_client(Config.from_dict({"dask": _dask(1)}).dask)
     try:
-        return client.submit(_bare_both, messages, images, codec, pure=False).result()
+        return client.submit(_bare_from_disk, archive, times, store_url, n_images, codec, pure=False).result()
     finally:
         close_client(client)
 
@@ -229,7 +236,8 @@ def _measure(args: argparse.Namespace, tmp: Path, end: str, messages: list[bytes
     codec = refc_codec(str(tmp / "wire.zarr"))
     images = stored_images(str(tmp / "wire.zarr"), min(n, 24))
     decode, zstd = _bare_both(messages, images, codec)
-    decode_w, zstd_w = bare_in_worker(messages, images, codec)
+    times = np.arange(np.datetime64(START, "h"), np.datetime64(START, "h") + n)
+    decode_w, zstd_w = bare_in_worker(tmp / ARCHIVE_BUCKET, times, str(tmp / "wire.zarr"), len(images), codec)
 
     runs = {"s3": _pairs(args, tmp, end, n, endpoint_url, None)}
     if args.local:
