@@ -234,6 +234,23 @@ def test_run_slots_groups_lazily_and_keeps_no_result(monkeypatch):
     assert tally.total == 240 and tally.counts == {"absent": 240}
 
 
+def test_run_slots_on_a_cluster_runs_every_group_once_whatever_the_window(monkeypatch, client):
+    # more groups than the window: the first window's groups, then one per finished task, none lost
+    from wxdask.ingest import tasks
+
+    t0 = np.datetime64("2020-01-01T00", "h")
+    todo = [(t0 + np.timedelta64(i, "h"), 0, (i, 0), False) for i in range(24 * 7 + 5)]
+
+    def fake_group(source, store_cfg, grid, group):
+        return [SlotResult(t, lead, "absent", f"no GRIB object: {i}") for t, lead, (i, _), _ in group]
+
+    monkeypatch.setattr(tasks, "ingest_group", fake_group)
+    for window in (1, 3, 8, 16):
+        tally = tasks._run_slots(client, iter(todo), Source("/nowhere"), None, None,
+                                 tasks._DeadSource(Source("/nowhere")), Tally(), len(todo), window=window)
+        assert tally.total == len(todo) and tally.counts == {"absent": len(todo)}, window
+
+
 def test_group_slots_refuses_slots_out_of_time_order():
     t = np.datetime64("2020-01-01T00", "h")
     items = [(t, 0, (i, 0), False) for i in (0, 30, 5)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
@@ -226,7 +227,7 @@ def _run_slots(client: Client | None, todo: Iterable[tuple[np.datetime64, int, t
         return client.submit(ingest_group, source, store_cfg, grid, group, key=key, pure=False)
 
     # only the futures in flight are held: a finished one is dropped (its result released on the worker)
-    running = {submit(group) for group, _ in zip(groups, range(window))}
+    running = {submit(group) for group in itertools.islice(groups, window)}  # (zip would drop a group)
     pool = as_completed(running)
     try:
         for future in pool:
