@@ -36,6 +36,7 @@ import numpy as np
 import psutil
 
 from wxdask import ingest, synth
+from wxdask import store as wxstore
 from wxdask.client import close_client, make_client
 from wxdask.config import Config, StoreConfig
 from wxdask.ingest import hrrr_key
@@ -195,6 +196,10 @@ def run_ingest(endpoint: str | None, store: Path, end: str, n_workers: int, prox
         wire = (proxy.bytes_sent if proxy else 0) - wire0
     finally:
         close_client(client)
+    ok = int(wxstore.ok_mask(wxstore.open_store(cfg.store)).sum())
+    n = int((np.datetime64(end, "h") - np.datetime64(START, "h")).astype(np.int64))
+    if ok != n:  # a run that stored less than it was asked would flatter every figure
+        raise SystemExit(f"{store}: {ok} of {n} fields ok after ingest")
     return wall, cpu, wire, here
 
 
