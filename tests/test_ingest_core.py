@@ -256,3 +256,47 @@ def test_group_slots_refuses_slots_out_of_time_order():
     items = [(t, 0, (i, 0), False) for i in (0, 30, 5)]
     with pytest.raises(ValueError, match="out of time order"):
         list(group_slots(items, 24))
+
+
+@pytest.mark.parametrize("content_range, size, body", [
+    ("bytes 2-5/10", 10, b"2345"),   # S3: the part and the object's size
+    ("bytes 2-5/*", 10, b"2345"),    # a part of a size not said: looked up
+    (None, 10, b"2345"),             # a server that ignored the range sent the whole object
+])
+def test_a_ranged_read_gives_the_objects_size_and_identity_whatever_the_server_says(content_range, size, body):
+    import fsspec.asyn
+
+    from wxdask.ingest.source import _read
+
+    whole = b"0123456789"
+
+    class Body:
+        def __init__(self, data):
+            self.data = data
+
+        async def read(self):
+            return self.data
+
+        def close(self):
+            pass
+
+    class FakeS3:
+        loop = fsspec.asyn.get_loop()
+        calls: list = []
+
+        def split_path(self, path):
+            return "bucket", path.split("/", 1)[1], None
+
+        async def _call_s3(self, method, **kw):
+            self.calls.append((method, kw["Range"]))
+            part = whole[2:6] if content_range else whole
+            return {"Body": Body(part), "ETag": '"abc"', "LastModified": None,
+                    **({"ContentRange": content_range} if content_range else {})}
+
+        async def _info(self, path, refresh=False):
+            return {"size": len(whole)}
+
+    fs = FakeS3()
+    data, info = _read(Source("s3://bucket"), fs, "bucket/key", 2, 6)
+    assert (data, info["size"], info["ETag"]) == (body, size, '"abc"')
+    assert fs.calls == [("get_object", "bytes=2-5")]

@@ -160,9 +160,12 @@ async def _s3_get(fs: Any, path: str, start: int, end: int) -> tuple[bytes, dict
         body = await resp["Body"].read()
     finally:
         resp["Body"].close()
-    total = str(resp.get("ContentRange") or "").rpartition("/")[2]
+    rng = str(resp.get("ContentRange") or "")
+    total = rng.rpartition("/")[2]
     if total.isdigit():
         size = int(total)
+    elif rng:  # a part, of a size the server does not say ("bytes 0-9/*")
+        size = int((await fs._info(path, refresh=True))["size"])
     else:  # a server that ignored the range sent the whole object
         size, body = len(body), body[start:end]
     return body, {"ETag": resp.get("ETag"), "LastModified": resp.get("LastModified"), "size": size}
