@@ -37,6 +37,7 @@ def bench(n: int, present: int, workers: int, tmp: str) -> dict:
     from distributed import Client, LocalCluster
 
     from wxdask import ingest, synth
+    from wxdask import store as store_mod
     from wxdask.config import Config
 
     start = np.datetime64("2015-01-01T00", "h")
@@ -62,6 +63,10 @@ def bench(n: int, present: int, workers: int, tmp: str) -> dict:
             stop.set()
             watcher.join()
             row[f"{label}_ms_per_slot"] = 1e3 * wall / n
+            status = store_mod.open_store(cfg.store, dask=False)["status"].values
+            if np.any(status == ingest.STATUS["not_tried"]):  # a run that skipped slots would flatter the figures
+                raise SystemExit(f"{store}: {int(np.sum(status == ingest.STATUS['not_tried']))} of {n} slots "
+                                 f"not tried after the {label} run")
             row[f"{label}_client_peak_mb"] = peak[0] / 2**20
     row["objects"] = _objects(store)
     row["status_objects"] = _objects(os.path.join(store, "status"))
@@ -76,6 +81,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("wxdask").setLevel(logging.ERROR)
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # its own config sets INFO on import
     with tempfile.TemporaryDirectory(prefix="wxdask-bench-scale-") as tmp:
         print(
             "| slots | tasks | in flight (max) | first run ms/slot | rerun ms/slot | client peak RSS MB "
