@@ -149,6 +149,30 @@ def _bare_from_disk(archive: Path, times: np.ndarray, store_url: str, n_images: 
     return _bare_both(refc_messages(archive, times), stored_images(store_url, n_images), codec)
 
 
+def _bare_wall(archive: Path, times: np.ndarray, store_url: str, n_images: int, codec: Any) -> float:
+    messages, images = refc_messages(archive, times), stored_images(store_url, n_images)
+    t0 = time.perf_counter()
+    _bare_both(messages, images, codec)
+    return time.perf_counter() - t0
+
+
+def bare_scaling(archive: Path, times: np.ndarray, store_url: str, n_images: int, codec: Any, repeats: int
+                 ) -> list[float]:
+    """The machine's own ceiling: throughput of the bare decode + zstd in 2 processes at once over 1 process,
+    interleaved pairs (no Dask, no S3, nothing else running)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    args = (archive, times, store_url, n_images, codec)
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(_bare_wall, *[[a, a] for a in args]))  # both processes warm (imports, ecCodes tables)
+        ratios = []
+        for _ in range(repeats):
+            one = pool.submit(_bare_wall, *args).result()
+            two = [f.result() for f in [pool.submit(_bare_wall, *args) for _ in range(2)]]
+            ratios.append(2 * one / max(two))
+    return ratios
+
+
 def bare_in_worker(archive: Path, times: np.ndarray, store_url: str, n_images: int, codec: Any
                    ) -> tuple[float, float]:
     """The same bare decode and compression, run as a task on a Dask worker started like ingest's (which
@@ -243,11 +267,12 @@ def _measure(args: argparse.Namespace, tmp: Path, end: str, messages: list[bytes
     decode, zstd = _bare_both(messages, images, codec)
     times = np.arange(np.datetime64(START, "h"), np.datetime64(START, "h") + n)
     decode_w, zstd_w = bare_in_worker(tmp / ARCHIVE_BUCKET, times, str(tmp / "wire.zarr"), len(images), codec)
+    ceiling = bare_scaling(tmp / ARCHIVE_BUCKET, times, str(tmp / "wire.zarr"), len(images), codec, args.repeats)
 
     runs = {"s3": _pairs(args, tmp, end, n, endpoint_url, None)}
     if args.local:
         runs["local"] = _pairs(args, tmp, end, n, None, tmp)
-    return wire, codec, decode, zstd, decode_w, zstd_w, runs
+    return wire, codec, decode, zstd, decode_w, zstd_w, ceiling, runs
 
 
 def _pairs(args: argparse.Namespace, tmp: Path, end: str, n: int, endpoint_url: str | None, local: Path | None
@@ -272,10 +297,12 @@ def _pairs(args: argparse.Namespace, tmp: Path, end: str, n: int, endpoint_url: 
 
 
 def _report(args: argparse.Namespace, n: int, message_bytes: int, wire: int, codec: Any, decode: float, zstd: float,
-            decode_w: float, zstd_w: float, runs: dict) -> None:
+            decode_w: float, zstd_w: float, ceiling: list[float], runs: dict) -> None:
     print(f"grid {args.grid}, {n} fields, mean REFC message {message_bytes / n / 1e3:.1f} kB, zstd {codec}; "
           f"load average at the end {os.getloadavg()[0]:.2f}")
     print(f"bytes fetched per field / message size: {wire / message_bytes:.4f}   (target <= 1.02)")
+    print(f"the machine's own ceiling: bare decode + zstd, 2 processes at once / 1, per pair "
+          f"{', '.join(f'{r:.2f}' for r in ceiling)}: median {float(np.median(ceiling)):.2f}x")
     for tag, (walls, cpus, busy) in runs.items():
         print(f"-- archive read from {'the local S3 endpoint' if tag == 's3' else 'a local directory'}")
         _report_runs(n, decode, zstd, decode_w, zstd_w, walls, cpus, busy)
