@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from wxdask import search, store, tile_regimes, tile_search
+from wxdask import search, store, tile_query, tile_regimes, tile_search
 from wxdask.config import Config
 from wxdask.errors import ConfigError
 from wxdask.grid import COARSE, latlon
@@ -206,7 +206,7 @@ def test_single_query_by_point_equals_the_oracle_row(tile_store, client, anywher
     ny, nx = TILING.shape
     it, il, ty, tx = next((t, ln, y, x) for t in range(NT) for ln in range(NL) for y in range(ny)
                           for x in range(nx) if np.isfinite(e[t, ln, y, x]).all() and (y, x) != (0, 0))
-    res = tile_search.query_tile(cfg, client, time=np.datetime_as_string(times[it], unit="h"), lead=il,
+    res = tile_query.query_tile(cfg, client, time=np.datetime_as_string(times[it], unit="h"), lead=il,
                                  lat=float(lat_c[ty, tx]), lon=float(lon_c[ty, tx]))
     assert res.tile == (ty, tx)
     want_i, want_d = oracle(e, times, 5, 2, anywhere)
@@ -218,11 +218,11 @@ def test_single_query_by_point_equals_the_oracle_row(tile_store, client, anywher
     np.testing.assert_array_equal(res.neighbors["lead"], np.where(have, l_i, -1))
     np.testing.assert_array_equal(res.neighbors["time"][have], times.astype("M8[ns]")[t_i[have]])
     np.testing.assert_allclose(res.neighbors["sqdist"], want_d[row], rtol=1e-6, equal_nan=True)
-    table = tile_search.format_tile_table(res)
+    table = tile_query.format_tile_table(res)
     first = table.splitlines()[2]
     assert f"({y_i[0]:2d}, {x_i[0]:2d})" in first and f"{want_d[row, 0]:.6f}" in first
     assert f"{lat_c[y_i[0], x_i[0]]:7.2f}" in first
-    png = tile_search.plot_tile_query(cfg, res, str(tmp_path / "q.png"))
+    png = tile_query.plot_tile_query(cfg, res, str(tmp_path / "q.png"))
     assert (tmp_path / "q.png").stat().st_size > 1000 and png.endswith("q.png")
 
 
@@ -247,13 +247,13 @@ def test_image_query_encodes_the_points_tile(tile_store, client, tmp_path):
     lon_c = tile_coords(COARSE, TILING)["tile_longitude"][1]
     img = np.full(COARSE.shape, -10.0, dtype=np.float32)
     np.save(tmp_path / "img.npy", img)
-    res = tile_search.query_tile(cfg, client, image=str(tmp_path / "img.npy"), lat=float(lat_c[1, 2]),
+    res = tile_query.query_tile(cfg, client, image=str(tmp_path / "img.npy"), lat=float(lat_c[1, 2]),
                                  lon=float(lon_c[1, 2]), encoder=TileEncoder(e[it, il, ty, tx], TILING.size))
     assert res.tile == (1, 2)
     first = res.neighbors[0]  # the tile whose embedding the encoder returns, at distance 0 (ties: earliest row)
     exact = np.flatnonzero((e.reshape(-1, D) == e[it, il, ty, tx]).all(axis=1))[0]
     assert first["sqdist"] == 0 and int(first["index"]) == exact
-    tile_search.plot_tile_query(cfg, res, str(tmp_path / "img.png"))
+    tile_query.plot_tile_query(cfg, res, str(tmp_path / "img.png"))
     assert (tmp_path / "img.png").stat().st_size > 1000
 
 
@@ -261,12 +261,12 @@ def test_off_grid_and_margin_points_are_one_clear_error(tile_store, client):
     cfg, _, times = tile_store
     t = np.datetime_as_string(times[0], unit="h")
     with pytest.raises(ConfigError, match="off the coarse grid"):
-        tile_search.query_tile(cfg, client, time=t, lat=60.0, lon=10.0)
+        tile_query.query_tile(cfg, client, time=t, lat=60.0, lon=10.0)
     with pytest.raises(ConfigError, match="margin"):  # the first row of the grid is outside every tile
         lat, lon = latlon(COARSE)
-        tile_search.query_tile(cfg, client, time=t, lat=float(lat[0, 50]), lon=float(lon[0, 50]))
+        tile_query.query_tile(cfg, client, time=t, lat=float(lat[0, 50]), lon=float(lon[0, 50]))
     with pytest.raises(ConfigError, match="is not in store"):
-        tile_search.query_tile(cfg, client, time="2016-01-01T00", lat=35.0, lon=-97.0)
+        tile_query.query_tile(cfg, client, time="2016-01-01T00", lat=35.0, lon=-97.0)
 
 
 def test_cli_tile_search_and_single_query(tile_store, client):
@@ -389,8 +389,8 @@ def test_outline_from_the_coords_bounds_equals_the_tiling():
     for on_latlon in (False, True):
         for ty, tx in ((0, 0), (3, 6), (2, 1)):
             bounds = (c["tile_x_min"][1][tx], c["tile_x_max"][1][tx], c["tile_y_min"][1][ty], c["tile_y_max"][1][ty])
-            a = tile_search.tile_outline(COARSE, TILING, ty, tx, on_latlon=on_latlon)
-            b = tile_search.tile_outline(COARSE, TILING, ty, tx, on_latlon=on_latlon, bounds=bounds)
+            a = tile_query.tile_outline(COARSE, TILING, ty, tx, on_latlon=on_latlon)
+            b = tile_query.tile_outline(COARSE, TILING, ty, tx, on_latlon=on_latlon, bounds=bounds)
             np.testing.assert_allclose(a, b, atol=1e-9)
 
 

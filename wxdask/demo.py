@@ -133,7 +133,7 @@ def _pca_rand(cfg: Config, client, truth: xr.DataArray) -> float:
 
 def _tiles(cfg: Config, client, times: np.ndarray, out: Path) -> list[str]:
     """Tile model, tile embeddings, tile analogs anywhere of the stormiest tile, and the tile regime map."""
-    from wxdask import store, tile_embed, tile_model, tile_regimes, tile_search
+    from wxdask import store, tile_embed, tile_model, tile_query, tile_regimes, tile_search
 
     lines = [tile_model.run_train(cfg, client), tile_embed.run(cfg, client), tile_search.run(cfg, client),
              tile_regimes.run(cfg, client, plot=str(out / "tile-centroids.png"))]
@@ -142,11 +142,11 @@ def _tiles(cfg: Config, client, times: np.ndarray, out: Path) -> list[str]:
     t, ty, tx = np.unravel_index(int(np.nanargmax(echo.values)), echo.shape)
     when = ds["time"].values[t]
     lat, lon = float(ds["tile_latitude"].values[ty, tx]), float(ds["tile_longitude"].values[ty, tx])
-    result = tile_search.query_tile(cfg, client, lat=lat, lon=lon, time=when, lead=0)
+    result = tile_query.query_tile(cfg, client, lat=lat, lon=lon, time=when, lead=0)
     lines.append(f"analogs anywhere of the stormiest tile, {np.datetime_as_string(when, unit='h')} at "
                  f"{lat:.1f}N {abs(lon):.1f}{'W' if lon < 0 else 'E'}:")
-    lines.append(tile_search.format_tile_table(result))
-    lines.append(f"query tile and analogs: {tile_search.plot_tile_query(cfg, result, str(out / 'tile-analogs.png'))}")
+    lines.append(tile_query.format_tile_table(result))
+    lines.append(f"query tile and analogs: {tile_query.plot_tile_query(cfg, result, str(out / 'tile-analogs.png'))}")
     lines.append(f"tile regimes at that time: "
                  f"{tile_regimes.plot_regime_map(cfg, when, str(out / 'tile-regimes.png'), lead=0)}")
     return lines

@@ -25,14 +25,8 @@ import xarray as xr
 from wxdask.config import Config, parse_time
 from wxdask.errors import ConfigError, StoreLayoutError
 from wxdask.kmeans import assign_block, fit, size_order
-from wxdask.tile_search import (
-    TILE_DIMS,
-    check_tile_embedding,
-    store_tiling,
-    tile_bounds,
-    tile_outline,
-    tile_rows,
-)
+from wxdask.tile_query import tile_bounds, tile_outline
+from wxdask.tile_search import TILE_DIMS, check_tile_embedding, store_tiling, tile_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client

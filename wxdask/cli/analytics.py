@@ -89,7 +89,7 @@ def _search_tiles(common: dict, store_url: str | None, k: int | None, exclude_wi
                   model_dir: str | None, plot: str | None, same_place: bool | None, lat: float | None,
                   lon: float | None) -> None:
     """``search --tiles``: every tile, or one tile by --time/--image and --lat/--lon."""
-    from wxdask import tile_search
+    from wxdask import tile_query, tile_search
 
     cfg = load_config(common, store={"url": store_url}, search={"block_size": block_size, "model_dir": model_dir},
                       tiles={"k": k, "exclude_window": exclude_window,
@@ -103,11 +103,11 @@ def _search_tiles(common: dict, store_url: str | None, k: int | None, exclude_wi
         raise click.UsageError("a single tile query needs --lat and --lon (a point of the query tile)")
 
     def one(c: Any, client: Any) -> str:
-        result = tile_search.query_tile(c, client, time=time_, lead=query_lead if query_lead is not None else lead,
+        result = tile_query.query_tile(c, client, time=time_, lead=query_lead if query_lead is not None else lead,
                                         image=image, lat=lat, lon=lon)
-        text = tile_search.format_tile_table(result)
+        text = tile_query.format_tile_table(result)
         if plot:
-            text += f"\nwrote {tile_search.plot_tile_query(c, result, plot)}"
+            text += f"\nwrote {tile_query.plot_tile_query(c, result, plot)}"
         return text
 
     click.echo(run_stage(one, cfg))

@@ -29,10 +29,10 @@ queries the tile there. The slot's PNG is drawn by :func:`wxdask.plots.image_pan
 on linear longitude/latitude axes, and ``/api/slot_map`` answers where those
 axes lie in that PNG and their limits (recorded as it was drawn), so the page
 turns a click into ``(lon, lat)`` and asks ``/api/tiles?lat&lon`` for the tile
-holding it and its k analog tiles (:func:`wxdask.tile_search.query_tile`, the
+holding it and its k analog tiles (:func:`wxdask.tile_query.query_tile`, the
 same search as ``wxdask search --tiles --time --lat --lon``);
 ``/img/tiles.png`` outlines them on their maps
-(:func:`wxdask.tile_search.plot_tile_query`), ``/img/tile_regimes.png`` draws
+(:func:`wxdask.tile_query.plot_tile_query`), ``/img/tile_regimes.png`` draws
 the slot's tiles in their regime's colour where ``tile_cluster`` exists
 (:func:`wxdask.tile_regimes.plot_regime_map`).
 

@@ -26,10 +26,10 @@ class _TileViews(_ExplorerBase):
         return float(text)
 
     def _tile_query(self, params: dict[str, str]) -> tuple[Any, int, str, int]:
-        """``(TileResult, window hours, mode, k)`` of one tile query, by :func:`wxdask.tile_search.query_tile`."""
+        """``(TileResult, window hours, mode, k)`` of one tile query, by :func:`wxdask.tile_query.query_tile`."""
         import dataclasses
 
-        from wxdask import tile_search
+        from wxdask import tile_query
         from wxdask.config import Config
         from wxdask.errors import ConfigError, StoreLayoutError
 
@@ -52,7 +52,7 @@ class _TileViews(_ExplorerBase):
                                 "tiles": {"k": k, "exclude_window": f"{window}h", "anywhere": mode == "anywhere"}})
         cfg = dataclasses.replace(cfg, store=self.cfg)
         try:
-            result = tile_search.query_tile(cfg, None, lat=lat, lon=lon, time=str(self.times[ti]),
+            result = tile_query.query_tile(cfg, None, lat=lat, lon=lon, time=str(self.times[ti]),
                                             lead=self.leads[li])
         except StoreLayoutError as exc:
             raise ExploreRequestError(f"tile view is off: {exc}", status=409) from None
@@ -69,14 +69,14 @@ class _TileViews(_ExplorerBase):
 
     def _tile_info(self, ty: int, tx: int) -> dict[str, Any]:
         """One tile's index, centre and bounds (projection metres and the outline's lat/lon extent)."""
-        from wxdask import tile_search
+        from wxdask import tile_query, tile_search
 
         def make() -> tuple:
             return tile_search.store_tiling(self.ds["tile_embedding"])
 
         grid, tiling = self._cached("tiling", make)
-        bounds = tile_search.tile_bounds(self.ds, ty, tx)
-        lons, lats = tile_search.tile_outline(grid, tiling, ty, tx, on_latlon=True, bounds=bounds)
+        bounds = tile_query.tile_bounds(self.ds, ty, tx)
+        lons, lats = tile_query.tile_outline(grid, tiling, ty, tx, on_latlon=True, bounds=bounds)
         info: dict[str, Any] = {"tile_y": ty, "tile_x": tx}
         if "tile_latitude" in self.ds.variables and "tile_longitude" in self.ds.variables:
             lon_c = float(self.ds["tile_longitude"].values[ty, tx])
@@ -107,13 +107,13 @@ class _TileViews(_ExplorerBase):
 
     def tiles_png(self, params: dict[str, str]) -> Response:
         """The query tile and its analog tiles outlined on their slots' maps."""
-        from wxdask import tile_search
+        from wxdask import tile_query
 
         result, *_ = self._tile_query(params)
         cfg = Config(store=self.cfg)
         buf = io.BytesIO()
         with _RENDER_LOCK:
-            tile_search.plot_tile_query(cfg, result, buf)
+            tile_query.plot_tile_query(cfg, result, buf)
         return _png(buf)
 
     def tile_regimes_png(self, params: dict[str, str]) -> Response:
