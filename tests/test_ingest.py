@@ -184,7 +184,9 @@ def test_rerun_fetches_only_what_is_missing(tmp_path, reference, endpoint, clien
 
 def test_killed_and_rerun_ingest_gives_the_same_store(tmp_path, reference, endpoint):
     path = tmp_path / "killed.zarr"
-    with FlakyProxy(endpoint, fail_every=10**9, delay=0.15) as proxy:
+    # one task per lead (a shard each), status written when its task ends: lead 1's requests are slowed, so
+    # lead 0's task is done and lead 1's still running when the kill comes, however fast the fetches are
+    with FlakyProxy(endpoint, fail_every=10**9, match="wrfsfcf01.grib2", delay=0.3) as proxy:
         args = [sys.executable, "-m", "wxdask.cli", "ingest", "--start", START, "--end", END, "--leads", "0,1",
                 "--store", str(path), "--source", f"s3://{ARCHIVE_BUCKET}", "--endpoint-url", proxy.url,
                 "--workers", "2", "-q"]
