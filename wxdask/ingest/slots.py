@@ -92,14 +92,15 @@ def fetch_refc(source: Source, init_time: np.datetime64, lead: int, grid: Grid |
     except CorruptMessageError as exc:
         raise SlotFault("mismatch", ".idx label", str(exc)) from None
     cap = _max_message_bytes(grid.nx * grid.ny if grid is not None else MAX_POINTS)
-    if entry.end is not None and entry.end - entry.start > cap:  # refused unread; the object's size says why
-        trace.grib = _lookup(source, fs, grib_path, key)
-        _check_range(trace.grib, entry.start, entry.end, key)
-        raise SlotFault("oversize", "message size", f".idx gives REFC {entry.end - entry.start} bytes, more than "
-                                                    f"the {cap} a REFC field on this grid can need; not fetched")
-    # the last message of a file has no end in the .idx: at most ``cap`` bytes are read, and one more to tell
-    trace.start, trace.end = entry.start, entry.end if entry.end is not None else entry.start + cap + 1
     try:
+        if entry.end is not None and entry.end - entry.start > cap:  # refused unread; the object's size says why
+            trace.grib = _info(source, fs, grib_path)
+            _check_range(trace.grib, entry.start, entry.end, key)
+            raise SlotFault("oversize", "message size",
+                            f".idx gives REFC {entry.end - entry.start} bytes, more than the {cap} a REFC field on "
+                            "this grid can need; not fetched")
+        # the last message of a file has no end in the .idx: at most ``cap`` bytes are read, and one more to tell
+        trace.start, trace.end = entry.start, entry.end if entry.end is not None else entry.start + cap + 1
         data, trace.grib = _read_or_size(source, fs, grib_path, trace.start, trace.end)
     except FileNotFoundError:
         raise _not_found("absent", f"no GRIB object: {key} has a .idx but no GRIB object") from None
@@ -132,14 +133,6 @@ def _read_or_size(source: Source, fs: Any, path: str, start: int, end: int) -> t
         if not getattr(exc, "unsatisfiable", False):
             raise
     return b"", _info(source, fs, path)
-
-
-def _lookup(source: Source, fs: Any, path: str, key: str) -> dict:
-    """:func:`_info` of a GRIB object the ``.idx`` names; its absence is the slot's ``absent``."""
-    try:
-        return _info(source, fs, path)
-    except FileNotFoundError:
-        raise _not_found("absent", f"no GRIB object: {key} has a .idx but no GRIB object") from None
 
 
 def _check_range(info: dict, start: int, end: int, key: str) -> None:

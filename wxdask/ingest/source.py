@@ -146,10 +146,7 @@ def _read(source: Source, fs: Any, path: str, start: int, end: int) -> tuple[byt
         from fsspec.asyn import sync
 
         return _retry(source, f"reading {path!r}", sync, fs.loop, _s3_get, fs, path, start, end)
-    if getattr(fs, "protocol", None) in ("file", ("file", "local")):
-        return _retry(source, f"reading {path!r}", _local_get, path, start, end)
-    info = _info(source, fs, path)  # any other filesystem: a lookup, then the read
-    return _retry(source, f"reading {path!r}", fs.cat_file, path, start=start, end=end), info
+    return _retry(source, f"reading {path!r}", _local_get, path, start, end)  # Source's only other: local files
 
 
 async def _s3_get(fs: Any, path: str, start: int, end: int) -> tuple[bytes, dict]:
