@@ -8,12 +8,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from fractions import Fraction
 
 import numpy as np
 
 from wxdask.errors import CorruptMessageError
 from wxdask.grid import Grid
+from wxdask.ingest.packing import check_packing
 
 #: ``status`` codes and their meanings (CF flag_values / flag_meanings).
 STATUS = {
@@ -191,9 +193,10 @@ def read_header(data: bytes, *, max_points: int = MAX_POINTS) -> MessageHeader:
         raise CorruptMessageError(f"grid is {nx} x {ny} = {nx * ny} points but section 3 says {n_points}")
     if n_values > n_points:
         raise CorruptMessageError(f"section 5 holds {n_values} values for {n_points} grid points")
+    check_packing(s5, sections[7], n_values)
     year, month, day, hour, minute = int.from_bytes(s1[12:14], "big"), s1[14], s1[15], s1[16], s1[17]
     try:
-        ref = np.datetime64(f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}", "m")
+        ref = np.datetime64(datetime(year, month, day, hour, minute), "m")
     except ValueError:
         raise CorruptMessageError(
             f"section 1 reference time {year}-{month}-{day} {hour}:{minute} is not a date"
