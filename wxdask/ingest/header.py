@@ -117,7 +117,7 @@ class MessageHeader:
         return text if hours is None or self.time_unit == 1 else f"{text} ({float(hours):g} h)"
 
 
-def _signed(raw: bytes) -> int:
+def _signed(raw: bytes | memoryview) -> int:
     """GRIB2's sign-and-magnitude integers (the top bit is the sign)."""
     value = int.from_bytes(raw, "big")
     top = 1 << (8 * len(raw) - 1)
@@ -156,7 +156,8 @@ def read_header(data: bytes, *, max_points: int = MAX_POINTS) -> MessageHeader:
     if total != n:
         raise SlotFault("oversize" if total > n else "corrupt", "message size",
                         f"section 0 says the message is {total} bytes, it holds {n}")
-    sections: dict[int, bytes] = {}
+    sections: dict[int, memoryview] = {}
+    view = memoryview(data)  # sections are views: section 7 (the whole image) is not copied
     pos = 16
     while pos < total - 4:
         if pos + 5 > total - 4:
@@ -168,7 +169,7 @@ def read_header(data: bytes, *, max_points: int = MAX_POINTS) -> MessageHeader:
                 "message size",
                 f"section {number} claims {length} bytes at byte {pos}, past the end of the {total}-byte message",
             )
-        sections.setdefault(number, data[pos : pos + length])
+        sections.setdefault(number, view[pos : pos + length])
         pos += length
     need = {1: 21, 3: 14, 4: 22, 5: 20, 7: 5}
     for number, size in need.items():

@@ -19,15 +19,20 @@ from wxdask.errors import CorruptMessageError
 MAX_BITS = 32
 
 
-def _bits(buf: bytes, bit: int, nbits: int, count: int) -> np.ndarray:
-    """``count`` unsigned ``nbits``-bit big-endian integers of ``buf`` from bit offset ``bit``."""
+def _bits(buf: bytes | memoryview, bit: int, nbits: int, count: int) -> np.ndarray:
+    """``count`` unsigned ``nbits``-bit big-endian integers of ``buf`` from bit offset ``bit`` (``nbits <= 32``).
+
+    The bits as a ``(count, nbits)`` table times the powers of two, in floating
+    point (a BLAS product, exact: float32 holds 24-bit integers, float64 53-bit).
+    """
     if nbits == 0 or count == 0:
         return np.zeros(count, dtype=np.int64)
     first, last = bit // 8, (bit + nbits * count + 7) // 8
     flat = np.unpackbits(np.frombuffer(buf, dtype=np.uint8, count=last - first, offset=first))
     skip = bit - 8 * first
-    table = flat[skip : skip + nbits * count].reshape(count, nbits).astype(np.int64)
-    return table @ (np.int64(1) << np.arange(nbits - 1, -1, -1, dtype=np.int64))
+    dtype = np.float32 if nbits <= 24 else np.float64
+    table = flat[skip : skip + nbits * count].reshape(count, nbits).astype(dtype)
+    return (table @ (2.0 ** np.arange(nbits - 1, -1, -1)).astype(dtype)).astype(np.int64)
 
 
 def _octets(nbits: int, count: int) -> int:
@@ -38,12 +43,12 @@ def _fail(detail: str) -> CorruptMessageError:
     return CorruptMessageError(f"section 5 packing does not fit section 7: {detail}")
 
 
-def check_packing(s5: bytes, s7: bytes, n_values: int) -> None:
+def check_packing(s5: bytes | memoryview, s7: bytes | memoryview, n_values: int) -> None:
     """Check that section 7 holds what section 5 says it packs (templates 5.0, 5.2 and 5.3).
 
     Parameters
     ----------
-    s5, s7 : bytes
+    s5, s7 : bytes or memoryview
         The whole data representation and data sections.
     n_values : int
         Section 5's number of packed values.
@@ -70,7 +75,7 @@ def check_packing(s5: bytes, s7: bytes, n_values: int) -> None:
         raise _fail(f"the packed values need {need} bytes, section 7 holds {len(data)}")
 
 
-def _complex_octets(s5: bytes, data: bytes, template: int, nbits: int, n_values: int) -> int:
+def _complex_octets(s5: bytes | memoryview, data: bytes | memoryview, template: int, nbits: int, n_values: int) -> int:
     """Bytes of section 7's data that complex packing (5.2, 5.3) claims; checks every size it reads."""
     need = 49 if template == 3 else 47
     if len(s5) < need:
