@@ -140,3 +140,15 @@ def test_impossible_reference_time_is_corrupt(raw, octet, value):
         return
     with pytest.raises(CorruptMessageError, match="is not a date"):
         read_header(msg)
+
+
+def test_bits_reads_long_runs_in_chunks(monkeypatch):
+    from wxdask.ingest import packing
+
+    rng = np.random.default_rng(0)
+    buf = rng.integers(0, 256, 4000, dtype=np.uint8).tobytes()
+    whole = _bits(buf, 5, 13, 2400)
+    monkeypatch.setattr(packing, "_CHUNK", 7)
+    np.testing.assert_array_equal(_bits(buf, 5, 13, 2400), whole)
+    text = "".join(f"{b:08b}" for b in buf)
+    assert [int(text[5 + 13 * i: 18 + 13 * i], 2) for i in (0, 1, 2399)] == [whole[0], whole[1], whole[2399]]

@@ -18,6 +18,8 @@ from wxdask.errors import CorruptMessageError
 #: Widest field ecCodes decodes into a machine integer (values, group widths, group lengths).
 MAX_BITS = 32
 
+_CHUNK = 1 << 18  # fields read at once by _bits
+
 
 def _bits(buf: bytes | memoryview, bit: int, nbits: int, count: int) -> np.ndarray:
     """``count`` unsigned ``nbits``-bit big-endian integers of ``buf`` from bit offset ``bit`` (``nbits <= 32``).
@@ -27,6 +29,9 @@ def _bits(buf: bytes | memoryview, bit: int, nbits: int, count: int) -> np.ndarr
     """
     if nbits == 0 or count == 0:
         return np.zeros(count, dtype=np.int64)
+    if count > _CHUNK:  # a hostile group count: the bit table stays ~100 MB at most
+        return np.concatenate([_bits(buf, bit + i * nbits, nbits, min(_CHUNK, count - i))
+                               for i in range(0, count, _CHUNK)])
     first, last = bit // 8, (bit + nbits * count + 7) // 8
     flat = np.unpackbits(np.frombuffer(buf, dtype=np.uint8, count=last - first, offset=first))
     skip = bit - 8 * first
