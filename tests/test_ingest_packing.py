@@ -17,6 +17,7 @@ import pytest
 from wxdask.errors import CorruptMessageError
 from wxdask.ingest import decode_refc, read_header
 from wxdask.ingest.packing import _bits, check_packing
+from wxdask.testing.messages import patch_message, section_offsets
 
 pytest.importorskip("eccodes")
 
@@ -33,18 +34,6 @@ def good(raw) -> np.ndarray:
     return decode_refc(raw)[0]
 
 
-def _section(msg: bytes, number: int) -> int:
-    pos = 16
-    while msg[pos + 4] != number:
-        pos += int.from_bytes(msg[pos:pos + 4], "big")
-    return pos
-
-
-def _set(msg: bytes, section: int, octet: int, value: int, width: int = 1) -> bytes:
-    at = _section(msg, section) + octet - 1
-    return msg[:at] + value.to_bytes(width, "big") + msg[at + width:]
-
-
 def test_bits_reads_big_endian_fields_at_any_bit_offset():
     # 0b101_0011_1000_0000: three 3-bit fields from bit 0 are 5, 1, 6; two 4-bit fields from bit 3: 9, 12
     buf = bytes([0b10100111, 0b00000000])
@@ -56,8 +45,8 @@ def test_bits_reads_big_endian_fields_at_any_bit_offset():
 def test_real_message_packing_adds_up_exactly(raw):
     h = read_header(raw)
     assert (h.data_template, h.bits) == (3, 11)
-    s5, s7 = _section(raw, 5), _section(raw, 7)
-    check_packing(raw[s5:_section(raw, 6)], raw[s7:len(raw) - 4], h.n_values)
+    off = section_offsets(raw)
+    check_packing(raw[off[5]:off[6]], raw[off[7]:len(raw) - 4], h.n_values)
 
 
 @pytest.mark.parametrize(
@@ -77,7 +66,7 @@ def test_real_message_packing_adds_up_exactly(raw):
 )
 def test_damaged_descriptors_are_corrupt_not_an_abort(raw, octet, value, width, match):
     with pytest.raises(CorruptMessageError, match=match):
-        decode_refc(_set(raw, 5, octet, value, width))
+        decode_refc(patch_message(raw, 5, octet, value, width))
 
 
 def test_simple_packing_needs_room_for_every_value():
@@ -95,7 +84,7 @@ def _damage(msg: bytes, rng: random.Random) -> tuple[bytes, bool]:
     """Random damage; also whether it may leave a valid message with other values (scale octets)."""
     m = bytearray(msg)
     kind = rng.choice(["flip", "header", "span", "truncate", "insert", "delete"])
-    at = rng.randrange(len(m) if kind != "header" else _section(msg, 7) + 5)
+    at = rng.randrange(len(m) if kind != "header" else section_offsets(msg)[7] + 5)
     if kind == "flip":
         m[at] ^= 1 << rng.randrange(8)
     elif kind == "header":
@@ -109,7 +98,7 @@ def _damage(msg: bytes, rng: random.Random) -> tuple[bytes, bool]:
         m[at:at] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40)))
     else:
         del m[at:at + rng.randrange(1, 40)]
-    s5 = _section(msg, 5)
+    s5 = section_offsets(msg)[5]
     # section 5's reference value and scales (octets 12-19): another field, equally valid
     rescaled = kind in ("flip", "header") and s5 + 11 <= at < s5 + 19
     return bytes(m), rescaled
@@ -134,7 +123,7 @@ def test_random_damage_is_refused_or_harmless(raw, good, seed):
 @pytest.mark.parametrize(("octet", "value"), [(15, 13), (16, 31), (17, 24), (18, 200), (18, 60)])
 def test_impossible_reference_time_is_corrupt(raw, octet, value):
     # section 1: octet 15 month, 16 day (October 31st exists: 2022-10-31 is fine), 17 hour, 18 minute
-    msg = _set(raw, 1, octet, value)
+    msg = patch_message(raw, 1, octet, value)
     if (octet, value) == (16, 31):
         assert str(read_header(msg).reference_time) == "2022-10-31T01:00"
         return

@@ -28,6 +28,7 @@ from wxdask.ingest import (
     read_header,
 )
 from wxdask.s3local import ARCHIVE_BUCKET
+from wxdask.testing.messages import patch_message
 
 eccodes = pytest.importorskip("eccodes")
 
@@ -73,22 +74,6 @@ def repack(raw: bytes, values: np.ndarray, **keys) -> bytes:
         return eccodes.codes_get_message(h)
     finally:
         eccodes.codes_release(h)
-
-
-def sections(msg: bytes) -> dict[int, int]:
-    """Byte offset of each section of a GRIB2 message."""
-    out, pos, total = {}, 16, int.from_bytes(msg[8:16], "big")
-    while pos < total - 4:
-        out.setdefault(msg[pos + 4], pos)
-        pos += int.from_bytes(msg[pos:pos + 4], "big")
-    return out
-
-
-def patch(msg: bytes, section: int, octet: int, value: int, width: int) -> bytes:
-    """Set ``width`` bytes at 1-based ``octet`` of ``section`` (0: section 0) to ``value``."""
-    base = 0 if section == 0 else sections(msg)[section]
-    at = base + octet - 1
-    return msg[:at] + value.to_bytes(width, "big") + msg[at + width:]
 
 
 def cfgrib_values(path: Path) -> np.ndarray:
@@ -237,12 +222,13 @@ def faulty(tmp_path_factory, raw):
     _write(root, t(7), 0, grib, _idx(t(7), 0, 0, len(grib) + 10**9))                         # range past the end
     grib = restamp(raw, t(8), 0, 1)
     _write(root, t(8), 0, grib[: len(grib) // 2], _idx(t(8), 0, 0))                          # truncated object
-    huge = patch(restamp(raw, t(9), 0, 1), 0, 9, 10 * 2**30, 8)
+    huge = patch_message(restamp(raw, t(9), 0, 1), 0, 9, 10 * 2**30, 8)
     _write(root, t(9), 0, huge, _idx(t(9), 0, 0))                                            # claims 10 GB
     msg = restamp(raw, t(10), 0, 1)
-    msg = patch(patch(patch(msg, 3, 7, 4_000_000_000, 4), 3, 31, 80_000, 4), 3, 35, 50_000, 4)
+    for octet, value in ((7, 4_000_000_000), (31, 80_000), (35, 50_000)):
+        msg = patch_message(msg, 3, octet, value, 4)
     _write(root, t(10), 0, msg, _idx(t(10), 0, 0))                                           # 4e9-point grid
-    msg = patch(restamp(raw, t(11), 0, 1), 5, 6, 3_000_000_000, 4)
+    msg = patch_message(restamp(raw, t(11), 0, 1), 5, 6, 3_000_000_000, 4)
     _write(root, t(11), 0, msg, _idx(t(11), 0, 0))                                           # 3e9 packed values
     grib, idx = _good(raw, t(12), 0)
     _write(root, t(12), 0, grib, idx)
@@ -361,7 +347,7 @@ def test_another_packing_on_the_lattice_is_stored_losslessly(raw):
     np.testing.assert_array_equal(decode_refc(on)[0], values)
     # a decimal scale: pack ten times the values, then say D = 1 (section 5, octets 18-19)
     tenfold = repack(raw, values * 10 / 16.0, bitsPerValue=16)
-    dec = patch(tenfold, 5, 18, 1, 2)
+    dec = patch_message(tenfold, 5, 18, 1, 2)
     assert read_header(dec).decimal_scale == 1
     np.testing.assert_array_equal(decode_refc(dec)[0], values)
     off = values / 16.0
@@ -372,14 +358,14 @@ def test_another_packing_on_the_lattice_is_stored_losslessly(raw):
 
 
 def test_hostile_sizes_are_refused_before_decoding(raw):
-    msg = patch(raw, 3, 7, 4_000_000_000, 4)
+    msg = patch_message(raw, 3, 7, 4_000_000_000, 4)
     with pytest.raises(SlotFault, match="numberOfDataPoints is 4000000000") as info:
         read_header(msg)
     assert info.value.status == "oversize"
     with pytest.raises(SlotFault, match="section 0 says the message is"):
-        read_header(patch(raw, 0, 9, 10 * 2**30, 8))
+        read_header(patch_message(raw, 0, 9, 10 * 2**30, 8))
     with pytest.raises(SlotFault, match="past the end"):
-        read_header(patch(raw, 5, 1, 2**31, 4))
+        read_header(patch_message(raw, 5, 1, 2**31, 4))
     with pytest.raises(CorruptMessageError, match="not a GRIB2"):
         read_header(b"<Error>oops</Error>")
 

@@ -12,8 +12,9 @@ Modules, by concern: :mod:`~wxdask.testing.stores` (small real stores, reading
 them back and comparing two), :mod:`~wxdask.testing.network` (:class:`FlakyProxy`,
 :func:`write_s3_archive`, :func:`free_port`), :mod:`~wxdask.testing.models` (the
 numpy stand-ins for the model and a tiny Keras one), :mod:`~wxdask.testing.dask_checks`
-(:func:`raise_if_dask_computes`, :func:`task_result_shapes`) and
-:mod:`~wxdask.testing.configs` (the tests' configs and :func:`assert_one_error_line`).
+(:func:`raise_if_dask_computes`, :func:`task_result_shapes`), :mod:`~wxdask.testing.messages`
+(finding and setting octets of a GRIB2 message) and :mod:`~wxdask.testing.configs` (the tests'
+configs and :func:`assert_one_error_line`).
 """
 
 from __future__ import annotations
