@@ -297,6 +297,92 @@ def test_a_ranged_read_gives_the_objects_size_and_identity_whatever_the_server_s
             return {"size": len(whole)}
 
     fs = FakeS3()
-    data, info = _read(Source("s3://bucket"), fs, "bucket/key", 2, 6)
+    data, info = _read(Source("s3://bucket", anon=False), fs, "bucket/key", 2, 6)  # with credentials: s3fs
     assert (data, info["size"], info["ETag"]) == (body, size, '"abc"')
     assert fs.calls == [("get_object", "bytes=2-5")]
+
+
+class _Server:
+    """A real HTTP server on loopback whose answer to a GET the test sets: status, headers, body."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        outer = self
+        self.answer, self.requests = (206, {}, b""), []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.requests.append((self.path, self.headers.get("Range")))
+                status, headers, body = outer.answer
+                self.send_response(status)
+                for k, v in {"Content-Length": str(len(body)), **headers}.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def http_server():
+    server = _Server()
+    yield server
+    server.close()
+
+
+class _SizeOnly:
+    """The s3fs lookup :func:`_read` falls back on for a size the GET did not say (``_call_s3`` marks it S3)."""
+
+    _call_s3 = None
+
+    def info(self, path, refresh=False):
+        return {"size": 10}
+
+
+@pytest.mark.parametrize("status, headers, body, expect", [
+    (206, {"Content-Range": "bytes 2-5/10", "ETag": '"abc"'}, b"2345", (b"2345", 10)),  # S3
+    (206, {"Content-Range": "bytes 2-5/*", "ETag": '"abc"'}, b"2345", (b"2345", 10)),   # size looked up
+    (200, {"ETag": '"abc"'}, b"0123456789", (b"2345", 10)),  # the range ignored: the whole object
+])
+def test_an_anonymous_read_is_one_plain_ranged_get(http_server, status, headers, body, expect):
+    from wxdask.ingest.source import _read
+
+    http_server.answer, http_server.requests[:] = (status, headers, body), []
+    source = Source("s3://bucket/pre", endpoint_url=http_server.url)
+    data, info = _read(source, _SizeOnly(), source.path("a b/key"), 2, 6)
+    assert (data, info["size"], info["ETag"]) == (*expect, '"abc"')
+    assert http_server.requests == [("/bucket/pre/a%20b/key", "bytes=2-5")]
+
+
+@pytest.mark.parametrize("status, body, error, attempts", [
+    (404, b"<Error><Code>NoSuchKey</Code></Error>", FileNotFoundError, 1),
+    (403, b"<Error><Code>AccessDenied</Code></Error>", "HTTP 403", 1),
+    (416, b"<Error><Code>InvalidRange</Code></Error>", "HTTP 416 InvalidRange", 1),
+    (503, b"<Error><Code>SlowDown</Code></Error>", "HTTP 503 SlowDown", 3),  # transient: retried
+    (206, b"23", "2 of 4 bytes", 3),  # a body cut short (Content-Length says 2): retried
+])
+def test_a_plain_read_fails_as_the_s3_reader_does(http_server, status, body, error, attempts):
+    from wxdask.errors import SourceError
+    from wxdask.ingest.source import _read
+
+    http_server.answer = (status, {"Content-Range": "bytes 2-5/10"}, body)
+    http_server.requests[:] = []
+    source = Source("s3://bucket", endpoint_url=http_server.url, retries=3, backoff=0.01)
+    expected = error if isinstance(error, type) else SourceError
+    with pytest.raises(expected) as info:
+        _read(source, _SizeOnly(), "bucket/key", 2, 6)
+    if not isinstance(error, type):
+        assert error in str(info.value)
+        assert getattr(info.value, "unsatisfiable") == (status == 416)
+    assert len(http_server.requests) == attempts
