@@ -384,5 +384,5 @@ def test_a_plain_read_fails_as_the_s3_reader_does(http_server, status, body, err
         _read(source, _SizeOnly(), "bucket/key", 2, 6)
     if not isinstance(error, type):
         assert error in str(info.value)
-        assert getattr(info.value, "unsatisfiable") == (status == 416)
+        assert info.value.unsatisfiable == (status == 416)
     assert len(http_server.requests) == attempts

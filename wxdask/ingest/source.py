@@ -212,7 +212,7 @@ class _HTTPStatus(Exception):
     """An HTTP error status of a plain read: 5xx, 429 (throttled) and 408 are transient, the rest permanent."""
 
     def __init__(self, status: int, url: str, body: bytes) -> None:
-        code = body.split(b"<Code>", 1)[-1].split(b"</Code>", 1)[0].decode("ascii", "replace")[:40] if b"<Code>" in body else ""
+        code = body.partition(b"<Code>")[2].partition(b"</Code>")[0].decode("ascii", "replace")[:40]
         super().__init__(f"HTTP {status} {code} for {url}".replace("  ", " "))
         self.status = status
 
@@ -256,10 +256,9 @@ def _http_get(url: str, start: int, end: int) -> tuple[bytes, dict]:
         raise cls(resp.status, url, resp.data)
     body, headers = resp.data, resp.headers
     total = str(headers.get("Content-Range", "")).rpartition("/")[2]
+    size: int | None = int(total) if total.isdigit() else None
     if resp.status == 200:  # the server ignored the range and sent the whole object
         size, body = len(body), body[start:end]
-    else:
-        size = int(total) if total.isdigit() else None
     expected = min(end, size if size is not None else end) - start
     if len(body) != expected and (size is not None or len(body) > expected):
         raise _TransientStatus(resp.status, url, f"<Code>{len(body)} of {expected} bytes</Code>".encode())
