@@ -29,6 +29,13 @@ from wxdask.config import Config, StoreConfig
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def screenshot_path(tmp_path: Path, name: str) -> Path:
+    """Where a test's screenshot goes: ``tmp_path``, or ``$WXDASK_SCREENSHOTS`` (``docs``, to remake the README's
+    pictures: ``WXDASK_SCREENSHOTS=docs pytest tests/test_explore.py``); tests never write the checkout otherwise."""
+    return Path(os.environ.get("WXDASK_SCREENSHOTS") or tmp_path) / name
 START, END = "2019-06-01T00", "2019-06-05T00"
 MISSING = "2019-06-02T05"
 CORRUPT = "2019-06-03T07"
@@ -549,7 +556,7 @@ def analogs_on_page(page) -> list[tuple[str, int, float]]:
             for b in page.locator("#analogs button.analog").all()]
 
 
-def test_page_timeline_slot_analogs_rerun(browser, servers, ds):
+def test_page_timeline_slot_analogs_rerun(browser, servers, ds, tmp_path):
     s = servers["full"]
     page, errors = open_page(browser, s.url + "/")
     assert int(page.locator("#timeline").get_attribute("data-n-slots")) == ds.sizes["time"]
@@ -568,8 +575,9 @@ def test_page_timeline_slot_analogs_rerun(browser, servers, ds):
     assert [g[0] for g in got] == want_t
     assert [g[1] for g in got] == ds["neighbor_lead"].values[i, 0].tolist()
     np.testing.assert_allclose([g[2] for g in got], ds["neighbor_sqdist"].values[i, 0], rtol=1e-6)
-    (ROOT / "docs").mkdir(exist_ok=True)
-    page.screenshot(path=str(ROOT / "docs" / "explorer.png"), full_page=True)
+    shot = screenshot_path(tmp_path, "explorer.png")
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.read_bytes()[:8] == PNG
 
     # clicking an analog moves there
     first_t, first_lead, _ = got[0]
@@ -650,7 +658,7 @@ def tiles_on_page(page) -> list[dict]:
             for b in page.locator("#tile-analogs button.tile-analog").all()]
 
 
-def test_page_map_click_queries_the_tile(browser, servers, ds):
+def test_page_map_click_queries_the_tile(browser, servers, ds, tmp_path):
     s = servers["full"]
     e = ds["tile_embedding"].values
     times = ds["time"].values.astype("datetime64[h]")
@@ -677,7 +685,9 @@ def test_page_map_click_queries_the_tile(browser, servers, ds):
         want = tile_oracle(e, hours, ti, li, ty, tx, k, w_hours, mode == "anywhere")
         assert want
         assert_tiles_equal(tiles_on_page(page), want, times, leads)
-    page.locator("#tiles").screenshot(path=str(ROOT / "docs" / "explorer-tiles.png"))
+    shot = screenshot_path(tmp_path, "explorer-tiles.png")
+    page.locator("#tiles").screenshot(path=str(shot))
+    assert shot.read_bytes()[:8] == PNG
 
     # bad points: the message on the page, nothing else shown
     cy, cx = (int(v) for v in np.argwhere(~np.isfinite(e[ti, li]).all(axis=-1))[0])

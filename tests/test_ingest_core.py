@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wxdask.errors import CorruptMessageError, SourceNotFoundError
+from wxdask.errors import CorruptMessageError, SourceError, SourceNotFoundError
 from wxdask.ingest import (
     IdxEntry,
     SlotResult,
@@ -354,6 +354,7 @@ class _SizeOnly:
     (206, {"Content-Range": "bytes 2-5/10", "ETag": '"abc"'}, b"2345", (b"2345", 10)),  # S3
     (206, {"Content-Range": "bytes 2-5/*", "ETag": '"abc"'}, b"2345", (b"2345", 10)),   # size looked up
     (200, {"ETag": '"abc"'}, b"0123456789", (b"2345", 10)),  # the range ignored: the whole object
+    (200, {"ETag": '"abc"'}, b"01", (b"", 2)),  # ... and the object ends before it: nothing, and the size
 ])
 def test_an_anonymous_read_is_one_plain_ranged_get(http_server, status, headers, body, expect):
     from wxdask.ingest.source import _read
@@ -365,6 +366,25 @@ def test_an_anonymous_read_is_one_plain_ranged_get(http_server, status, headers,
     assert http_server.requests == [("/bucket/pre/a%20b/key", "bytes=2-5")]
 
 
+def test_a_plain_read_goes_through_the_proxy_the_environment_names(http_server, monkeypatch):
+    from wxdask.ingest import source as src
+
+    http_server.answer = (206, {"Content-Range": "bytes 2-5/10", "ETag": '"abc"'}, b"2345")
+    http_server.requests[:] = []
+    monkeypatch.setattr(src, "_POOLS", {})
+    for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", http_server.url)  # the test server plays a forward proxy
+    source = Source("s3://bucket", endpoint_url="http://archive.invalid:9000")
+    data, _ = src._read(source, _SizeOnly(), "bucket/key", 2, 6)
+    assert data == b"2345"
+    assert http_server.requests == [("http://archive.invalid:9000/bucket/key", "bytes=2-5")]
+    monkeypatch.setenv("NO_PROXY", "archive.invalid")  # bypassed: straight to the (unresolvable) host
+    with pytest.raises(SourceError, match="archive.invalid"):
+        src._read(Source("s3://bucket", "http://archive.invalid:9000", retries=1), _SizeOnly(), "bucket/key", 2, 6)
+    assert len(http_server.requests) == 1
+
+
 @pytest.mark.parametrize("status, body, error, attempts", [
     (404, b"<Error><Code>NoSuchKey</Code></Error>", FileNotFoundError, 1),
     (403, b"<Error><Code>AccessDenied</Code></Error>", "HTTP 403", 1),
@@ -373,7 +393,6 @@ def test_an_anonymous_read_is_one_plain_ranged_get(http_server, status, headers,
     (206, b"23", "2 of 4 bytes", 3),  # a body cut short (Content-Length says 2): retried
 ])
 def test_a_plain_read_fails_as_the_s3_reader_does(http_server, status, body, error, attempts):
-    from wxdask.errors import SourceError
     from wxdask.ingest.source import _read
 
     http_server.answer = (status, {"Content-Range": "bytes 2-5/10"}, body)

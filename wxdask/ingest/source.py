@@ -221,18 +221,29 @@ class _TransientStatus(_HTTPStatus, OSError):
     """A 5xx, 429 or 408: worth retrying (an ``OSError``, as :func:`_is_transient` reads it)."""
 
 
-_POOL: Any = None
+_POOLS: dict[str, Any] = {}
 
 
-def _pool() -> Any:
-    """This process's urllib3 pool (the timeouts of :meth:`Source.filesystem`; retries are :func:`_retry`'s)."""
-    global _POOL
-    if _POOL is None:
+def _pool(url: str) -> Any:
+    """This process's urllib3 pool for ``url``: through the proxy the environment names for it, as botocore
+    would (``HTTPS_PROXY``/``HTTP_PROXY``, ``NO_PROXY``; never for loopback); the timeouts of :meth:`Source.filesystem`;
+    retries are :func:`_retry`'s."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    host = parts.hostname or ""
+    if proxy and (host in ("localhost", "127.0.0.1", "::1") or urllib.request.proxy_bypass(host)):
+        proxy = None  # loopback never goes through a proxy
+    key = proxy or ""
+    if key not in _POOLS:
         import urllib3
 
-        _POOL = urllib3.PoolManager(num_pools=8, maxsize=4, retries=False,
-                                    timeout=urllib3.Timeout(connect=5.0, read=60.0))
-    return _POOL
+        opts: dict[str, Any] = {"num_pools": 8, "maxsize": 16, "retries": False,
+                                "timeout": urllib3.Timeout(connect=5.0, read=60.0)}
+        _POOLS[key] = urllib3.ProxyManager(proxy, **opts) if proxy else urllib3.PoolManager(**opts)
+    return _POOLS[key]
 
 
 def _http_get(url: str, start: int, end: int) -> tuple[bytes, dict]:
@@ -246,7 +257,7 @@ def _http_get(url: str, start: int, end: int) -> tuple[bytes, dict]:
         On 404. Other statuses raise :class:`_HTTPStatus` (``HTTP 416`` for a
         range past the end, which :func:`_is_unsatisfiable` reads).
     """
-    resp = _pool().request("GET", url, headers={"Range": f"bytes={start}-{end - 1}"}, preload_content=True)
+    resp = _pool(url).request("GET", url, headers={"Range": f"bytes={start}-{end - 1}"}, preload_content=True)
     if resp.status == 404:
         raise FileNotFoundError(url)
     if resp.status == 403:
@@ -259,7 +270,7 @@ def _http_get(url: str, start: int, end: int) -> tuple[bytes, dict]:
     size: int | None = int(total) if total.isdigit() else None
     if resp.status == 200:  # the server ignored the range and sent the whole object
         size, body = len(body), body[start:end]
-    expected = min(end, size if size is not None else end) - start
+    expected = max(0, min(end, size if size is not None else end) - start)
     if len(body) != expected and (size is not None or len(body) > expected):
         raise _TransientStatus(resp.status, url, f"<Code>{len(body)} of {expected} bytes</Code>".encode())
     stamp = headers.get("Last-Modified")
