@@ -70,6 +70,10 @@ BAD_SETTINGS = [
     (["--set", "store.storage_options.key=x"], ["plain local path"]),
     (["--set", "search.exclude_window=[24h]"], ["search.exclude_window must look like 24h"]),
     (["--set", "search.lead=true"], ["search.lead"]),
+    (["--endpoint-url", "localhost:9000"], ["endpoint_url must be an http:// or https:// URL", "'localhost:9000'"]),
+    (["--endpoint-url", "ftp://127.0.0.1:21"], ["ingest.endpoint_url must be an http:// or https:// URL"]),
+    (["--endpoint-url", "http://127.0.0.1:nine"], ["numeric port", "'http://127.0.0.1:nine'"]),
+    (["--endpoint-url", "http://AKIAEXAMPLE:s3cr3t@127.0.0.1:9"], ["holds credentials", "not echoed"]),
     (["--scheduler", "foo://x:1"], ["'foo://x:1'", "unknown scheme 'foo'"]),
     (["--scheduler", "tcp://host"], ["'tcp://host'", "no port"]),
     (["--scheduler", "tcp://host:http"], ["no valid port"]),
@@ -84,6 +88,13 @@ def test_bad_setting_is_one_line_and_store_unchanged(made_store, archive, args, 
     assert_one_error_line(result.stderr, *needles)
     assert result.stdout == ""
     assert file_digests(made_store) == before
+
+
+def test_credentials_in_the_endpoint_url_are_not_echoed(made_store, archive):
+    result = CliRunner().invoke(main, [*_ingest_args(made_store, archive), "--endpoint-url",
+                                       "https://AKIAEXAMPLE:s3cr3t@s3.example.com"])
+    assert result.exit_code == 1
+    assert "s3cr3t" not in result.output and "AKIAEXAMPLE" not in result.output
 
 
 BAD_FILES = [

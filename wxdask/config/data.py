@@ -16,6 +16,7 @@ from wxdask.config.parse import (
     _path,
     _positive_float,
     _positive_int,
+    parse_endpoint_url,
     parse_leads,
     parse_scheduler_address,
     parse_time,
@@ -182,7 +183,7 @@ class IngestConfig:
             if value is not None:
                 object.__setattr__(self, name, str(parse_time(value, f"ingest.{name}")))
         _path("ingest.source", self.source, optional=False)
-        _path("ingest.endpoint_url", self.endpoint_url)
+        parse_endpoint_url(self.endpoint_url)
         _bool("ingest.anon", self.anon)
         if self.retry:
             from wxdask.ingest import parse_retry  # the statuses live with the stage

@@ -60,6 +60,36 @@ def _path(name: str, value: Any, *, optional: bool = True) -> str | None:
     return value
 
 
+def parse_endpoint_url(value: Any, name: str = "ingest.endpoint_url") -> str | None:
+    """An S3 endpoint: ``http(s)://host[:port][/path]``, never with credentials in it (they are not echoed).
+
+    Examples
+    --------
+    >>> parse_endpoint_url("http://127.0.0.1:9000")
+    'http://127.0.0.1:9000'
+    >>> parse_endpoint_url("localhost:9000")
+    Traceback (most recent call last):
+    ...
+    wxdask.errors.ConfigError: ingest.endpoint_url must be an http:// or https:// URL with a host, got 'localhost:9000'
+    """
+    from urllib.parse import urlsplit
+
+    if _path(name, value) is None:
+        return None
+    if "@" in value.split("//", 1)[-1].split("/", 1)[0]:
+        raise ConfigError(f"{name} holds credentials (user:password@host), not echoed here; give an S3 endpoint "
+                          "without them and the credentials in the environment (AWS_ACCESS_KEY_ID, ...)")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ConfigError(f"{name} must be an http:// or https:// URL with a host and a numeric port, "
+                          f"got {value!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(f"{name} must be an http:// or https:// URL with a host, got {value!r}")
+    return value
+
+
 def _mapping(name: str, value: Any) -> dict:
     if value is None:
         return {}
