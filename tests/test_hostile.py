@@ -97,6 +97,16 @@ def test_credentials_in_the_endpoint_url_are_not_echoed(made_store, archive):
     assert "s3cr3t" not in result.output and "AKIAEXAMPLE" not in result.output
 
 
+@pytest.mark.parametrize(("url", "needle"), [("127.0.0.1:9000", "'127.0.0.1:9000'"),
+                                             ("http://AKIAEXAMPLE:s3cr3t@127.0.0.1:9", "not echoed")])
+def test_synth_refuses_a_bad_endpoint_url_before_writing(tmp_path, url, needle):
+    result = CliRunner().invoke(main, ["synth", "--start", "2019-09-20T00", "--end", "2019-09-20T01",
+                                       "--out", "s3://bucket", "--endpoint-url", url])
+    assert result.exit_code == 1
+    assert_one_error_line(result.stderr, "--endpoint-url", needle)
+    assert "s3cr3t" not in result.output
+
+
 BAD_FILES = [
     ("store: [unclosed\n", ["not valid YAML"]),
     ("- just\n- a list\n", ["must hold a mapping"]),

@@ -73,8 +73,10 @@ def synth_command(start: str, end: str, leads: str, grid_name: str, seed: int, m
     import os
 
     from wxdask import synth
+    from wxdask.config.parse import parse_endpoint_url
 
     setup_logging(-1 if quiet else verbose)
+    parse_endpoint_url(endpoint_url, "--endpoint-url")
     storage_options: dict[str, Any] | None = None
     if out.startswith("s3://"):
         storage_options = {"s3_additional_kwargs": {"ACL": "public-read"}}
