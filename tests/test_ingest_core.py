@@ -355,6 +355,8 @@ class _SizeOnly:
     (206, {"Content-Range": "bytes 2-5/*", "ETag": '"abc"'}, b"2345", (b"2345", 10)),   # size looked up
     (200, {"ETag": '"abc"'}, b"0123456789", (b"2345", 10)),  # the range ignored: the whole object
     (200, {"ETag": '"abc"'}, b"01", (b"", 2)),  # ... and the object ends before it: nothing, and the size
+    (206, {"Content-Range": "bytes 2-5/10", "ETag": '"abc"', "Content-Encoding": "gzip"}, b"2345",
+     (b"2345", 10)),  # the stored bytes, not un-gzipped
 ])
 def test_an_anonymous_read_is_one_plain_ranged_get(http_server, status, headers, body, expect):
     from wxdask.ingest.source import _read

@@ -257,7 +257,9 @@ def _http_get(url: str, start: int, end: int) -> tuple[bytes, dict]:
         On 404. Other statuses raise :class:`_HTTPStatus` (``HTTP 416`` for a
         range past the end, which :func:`_is_unsatisfiable` reads).
     """
-    resp = _pool(url).request("GET", url, headers={"Range": f"bytes={start}-{end - 1}"}, preload_content=True)
+    # the stored bytes as they are (as botocore gives them): never un-gzipped on the way
+    resp = _pool(url).request("GET", url, headers={"Range": f"bytes={start}-{end - 1}"}, preload_content=True,
+                              decode_content=False)
     if resp.status == 404:
         raise FileNotFoundError(url)
     if resp.status == 403:
