@@ -80,7 +80,6 @@ def run(cfg: Config, client: Client | None) -> str:
 
     from wxdask import evaluate as ev
     from wxdask.client import gpu_workers
-    from wxdask.evaluate.stage import _better, _json_safe, _slots_on_days
 
     ecfg = cfg.evaluate
     model_dir = Path(cfg.tiles.model_dir)
@@ -90,8 +89,8 @@ def run(cfg: Config, client: Client | None) -> str:
     tiling = tiling_of_model(meta, store_grid(ds), str(model_dir))
     thr = float(meta["tiles"]["echo_threshold"])
     split = meta.get("split") or {}
-    held = TileSet.of(cfg.store, _slots_on_days(ds, split.get("heldout_days", [])), tiling, thr)
-    train_slots = _slots_on_days(ds, split.get("train_days", []))
+    held = TileSet.of(cfg.store, ev.slots_on_days(ds, split.get("heldout_days", [])), tiling, thr)
+    train_slots = ev.slots_on_days(ds, split.get("train_days", []))
     if len(held) == 0:
         raise StoreLayoutError(f"store {cfg.store.url!r} holds no tile with echo on the tile model's held-out days")
     clip_max, n_latent, s = info["clip_max"], info["n_latent"], tiling.size
@@ -136,14 +135,14 @@ def run(cfg: Config, client: Client | None) -> str:
         "pca": {**pca_scores, "n_components": int(n_components), "n_fit": int(n_fit),
                 "fitted_on": "training days' tiles with echo only",
                 "solver": f"dask-ml randomized, iterated_power={ecfg.pca_power_iter}"},
-        "autoencoder_better": {k: bool(_better(k, ae_scores[k], pca_scores[k]))
+        "autoencoder_better": {k: bool(ev.better(k, ae_scores[k], pca_scores[k]))
                                for k in ae_scores if k != "echo_fraction"},
         "evaluated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     meta = wxmodel.read_metadata(model_dir)
     meta["evaluation"] = evaluation
     wxmodel.write_metadata(model_dir, meta)
-    wxstore.set_attrs(cfg.store, {STORE_ATTR: _json_safe(evaluation)})
+    wxstore.set_attrs(cfg.store, {STORE_ATTR: ev.json_safe(evaluation)})
     keys = ["rmse", "mae", "rmse_echo", "mae_echo", "csi_20", "csi_35"]
     rows = [f"{'':<14}" + "".join(f"{k:>11}" for k in keys)]
     for label, sc in (("autoencoder", ae_scores), (f"PCA-{n_components}", pca_scores)):

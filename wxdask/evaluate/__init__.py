@@ -27,7 +27,9 @@ from __future__ import annotations
 from wxdask.evaluate.core import (
     STAT_NAMES,
     THRESHOLDS,
+    better,
     csi,
+    json_safe,
     mae,
     pca_reconstruct_block,
     pick_examples,
@@ -44,6 +46,7 @@ from wxdask.evaluate.stage import (
     pca_stats,
     plot_examples,
     run,
+    slots_on_days,
 )
 
 __all__ = [
@@ -59,9 +62,12 @@ __all__ = [
     "to_dbz",
     "pca_reconstruct_block",
     "pick_examples",
+    "better",
+    "json_safe",
     "pca_inputs",
     "pca_stats",
     "autoencoder_stats",
     "plot_examples",
+    "slots_on_days",
     "run",
 ]

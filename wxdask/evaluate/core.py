@@ -6,10 +6,12 @@ which re-exports every name (and whose docstring says how the scores pool).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 __all__ = ["THRESHOLDS", "STAT_NAMES", "rmse", "mae", "csi", "score_stats", "scores_from_stats", "to_dbz",
-           "pca_reconstruct_block", "pick_examples"]
+           "pca_reconstruct_block", "pick_examples", "better", "json_safe"]
 
 THRESHOLDS = (20.0, 35.0)
 
@@ -202,3 +204,33 @@ def pick_examples(echo_fraction: np.ndarray, n: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- lazy wrapper
+
+
+def better(name: str, ae: float, pca: float) -> bool:
+    """Whether the autoencoder's score ``name`` beats PCA's: higher for a CSI, lower for an error; NaN never does.
+
+    Examples
+    --------
+    >>> better("rmse", 2.0, 3.0), better("csi_20", 0.2, 0.3), better("mae", float("nan"), 1.0)
+    (True, False, False)
+    """
+    if np.isnan(ae) or np.isnan(pca):
+        return False
+    return ae > pca if name.startswith("csi") else ae < pca
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with tuples as lists and NaN as None, nested (what a store attribute can hold).
+
+    Examples
+    --------
+    >>> json_safe({"a": (1.0, float("nan")), "b": [{"c": float("nan")}]})
+    {'a': [1.0, None], 'b': [{'c': None}]}
+    """
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value

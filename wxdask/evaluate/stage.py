@@ -20,6 +20,8 @@ from wxdask.errors import ConfigError, ModelError, StoreLayoutError
 from wxdask.evaluate.core import (
     THRESHOLDS,
     _stat_names,
+    better,
+    json_safe,
     pca_reconstruct_block,
     pick_examples,
     rmse,
@@ -32,7 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import dask.array as da
     from distributed import Client
 
-__all__ = ["EXAMPLES_PNG", "STORE_ATTR", "pca_inputs", "pca_stats", "autoencoder_stats", "plot_examples", "run"]
+__all__ = ["EXAMPLES_PNG", "STORE_ATTR", "pca_inputs", "pca_stats", "autoencoder_stats", "plot_examples",
+           "slots_on_days", "run"]
 
 logger = logging.getLogger("wxdask.evaluate")
 
@@ -161,7 +164,8 @@ def plot_examples(path: str | Path, truth: np.ndarray, ae: np.ndarray, pca: np.n
     fig.savefig(str(path), dpi=100)
 
 
-def _slots_on_days(ds: Any, days: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def slots_on_days(ds: Any, days: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(time_index, lead_index)`` of the ``ok`` slots of ``ds`` whose valid day is one of ``days``."""
     times, leads = ds["time"].values, ds["lead_time"].values
     status = np.asarray(ds["status"].values)
     vd = wxtrain.valid_days(times, leads)
@@ -218,8 +222,8 @@ def run(cfg: Config, client: Client | None) -> str:
         )
     split = meta.get("split") or {}
     clip_max, n_latent = info["clip_max"], info["n_latent"]
-    held = _slots_on_days(ds, split.get("heldout_days", []))
-    train_slots = _slots_on_days(ds, split.get("train_days", []))
+    held = slots_on_days(ds, split.get("heldout_days", []))
+    train_slots = slots_on_days(ds, split.get("train_days", []))
     if held[0].size == 0:
         raise StoreLayoutError(
             f"store {cfg.store.url!r} holds no ok image on the model's held-out days "
@@ -281,7 +285,7 @@ def run(cfg: Config, client: Client | None) -> str:
                                  seed=ecfg.seed, batch=ecfg.batch_size)
     logger.info("%s", analogs.format_scores(analog))
 
-    beats = {k: bool(_better(k, ae_scores[k], pca_scores[k])) for k in ae_scores if k != "echo_fraction"}
+    beats = {k: bool(better(k, ae_scores[k], pca_scores[k])) for k in ae_scores if k != "echo_fraction"}
     evaluation = {
         "model_hash": model_hash,
         "model_dir": str(model_dir),
@@ -306,24 +310,8 @@ def run(cfg: Config, client: Client | None) -> str:
     meta = wxmodel.read_metadata(model_dir)
     meta["evaluation"] = evaluation
     wxmodel.write_metadata(model_dir, meta)
-    store.set_attrs(cfg.store, {STORE_ATTR: _json_safe(evaluation)})
+    store.set_attrs(cfg.store, {STORE_ATTR: json_safe(evaluation)})
     return _table(evaluation, n_components) + "\n" + analogs.format_scores(analog)
-
-
-def _better(name: str, ae: float, pca: float) -> bool:
-    if np.isnan(ae) or np.isnan(pca):
-        return False
-    return ae > pca if name.startswith("csi") else ae < pca
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    return value
 
 
 def _fmt(scores: dict) -> str:
