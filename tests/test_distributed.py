@@ -118,3 +118,24 @@ def test_workers_keep_the_malloc_settings_after_another_cluster_set_its_own(monk
         cluster.close()
     assert list(seen.values()) == [{k: str(v) for k, v in WORKER_MALLOC.items()}]
     assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"  # this process's environment as it was
+
+
+def test_here_or_on_gpu_runs_on_the_gpu_worker_or_refuses(client):
+    from distributed import Client, LocalCluster, get_worker
+
+    from wxdask.client import here_or_on_gpu
+    from wxdask.errors import ClusterError, ConfigError
+
+    def where(x):
+        try:
+            return get_worker().address, x
+        except ValueError:  # not on a worker
+            return "here", x
+
+    assert here_or_on_gpu(None, False, where, 1) == ("here", 1)
+    assert here_or_on_gpu(client, True, where, 2) == (gpu_workers(client)[0], 2)
+    with pytest.raises(ConfigError, match="needs a Dask cluster"):
+        here_or_on_gpu(None, True, where, 3)
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cpu, Client(cpu) as plain:
+        with pytest.raises(ClusterError, match="no worker advertises the GPU"):
+            here_or_on_gpu(plain, True, where, 4)

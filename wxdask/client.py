@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import time
-from typing import Iterator, cast
+from typing import Any, Iterator, cast
 
 from distributed import Client, LocalCluster, Nanny, performance_report, progress, wait
 from distributed.comm.core import CommClosedError
@@ -201,6 +201,30 @@ def gpu_workers(client: Client) -> list[str]:
     """Addresses of the workers that advertise the ``GPU`` resource."""
     info = client.scheduler_info(n_workers=-1)["workers"]
     return sorted(addr for addr, w in info.items() if w.get("resources", {}).get("GPU", 0) >= 1)
+
+
+def here_or_on_gpu(client: Client | None, on_gpu: bool, func: Any, *args: Any, key: str | None = None) -> Any:
+    """``func(*args)`` in this process, or, with ``on_gpu`` (``train.on_gpu_worker``), as one task on a
+    worker that advertises the ``GPU`` resource; its result either way.
+
+    Raises
+    ------
+    ConfigError
+        With ``on_gpu`` and no client.
+    ClusterError
+        With ``on_gpu`` and no worker advertising the ``GPU`` resource.
+    """
+    if not on_gpu:
+        return func(*args)
+    if client is None:
+        raise ConfigError("train.on_gpu_worker needs a Dask cluster; got no client")
+    if not gpu_workers(client):
+        raise ClusterError(
+            "train.on_gpu_worker is set but no worker advertises the GPU resource; start one with "
+            "`dask worker ... --resources GPU=1` (or set dask.gpu_workers), or unset train.on_gpu_worker"
+        )
+    logger.info("running %s on a GPU worker", getattr(func, "__name__", func))
+    return client.submit(func, *args, resources={"GPU": 1}, pure=False, **({"key": key} if key else {})).result()
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ import numpy as np
 
 from wxdask import model as wxmodel
 from wxdask import store as wxstore
-from wxdask.errors import ConfigError, StoreLayoutError
+from wxdask.errors import StoreLayoutError
 from wxdask.tile_model import TileSet, store_grid, tiling_of_model
 from wxdask.tiles import Tiling
 
@@ -74,12 +74,15 @@ def run(cfg: Config, client: Client | None) -> str:
         If the directory holds no tile model, or one for another grid.
     StoreLayoutError
         If the held-out or training days hold no tile with echo.
+    ConfigError, ClusterError
+        With ``train.on_gpu_worker`` and no cluster, or no worker with the GPU resource
+        (:func:`wxdask.client.here_or_on_gpu`).
     """
     import dask.array as da
     from dask_ml.decomposition import PCA
 
     from wxdask import evaluate as ev
-    from wxdask.client import gpu_workers
+    from wxdask.client import here_or_on_gpu
 
     ecfg = cfg.evaluate
     model_dir = Path(cfg.tiles.model_dir)
@@ -114,12 +117,7 @@ def run(cfg: Config, client: Client | None) -> str:
     components = np.asarray(pca.components_, dtype=np.float32)
 
     args = (cfg.store, str(model_dir), held, tiling, clip_max, ecfg.batch_size, mean, components)
-    if cfg.train.on_gpu_worker:
-        if client is None or not gpu_workers(client):
-            raise ConfigError("train.on_gpu_worker is set but there is no worker with the GPU resource")
-        stats = client.submit(tile_stats, *args, resources={"GPU": 1}, pure=False).result()
-    else:
-        stats = tile_stats(*args)
+    stats = here_or_on_gpu(client, cfg.train.on_gpu_worker, tile_stats, *args)
     ae_scores, pca_scores = ev.scores_from_stats(stats["autoencoder"]), ev.scores_from_stats(stats["pca"])
     evaluation = {
         "model_hash": info["hash"],

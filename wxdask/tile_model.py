@@ -342,8 +342,7 @@ def run_train(cfg: Config, client: Client | None) -> str:
     StoreLayoutError, ModelError, ConfigError, ClusterError
         Before anything is written.
     """
-    from wxdask.client import gpu_workers
-    from wxdask.errors import ClusterError
+    from wxdask.client import here_or_on_gpu
 
     ds = wxstore.open_input(cfg.store, ["refc", "status"])
     tcfg = tile_train_config(cfg)
@@ -358,13 +357,5 @@ def run_train(cfg: Config, client: Client | None) -> str:
                 tiling.size, *tiling.shape, len(train_tiles), len(held_tiles))
     args = (cfg.store, tcfg, plan, tiling, train_tiles, held_tiles,
             {"tiles": tiling_record(grid, tiling, cfg.tiles.echo_threshold)})
-    if tcfg.on_gpu_worker:
-        if client is None:
-            raise ConfigError("train.on_gpu_worker needs a Dask cluster; got no client")
-        if not gpu_workers(client):
-            raise ClusterError("train.on_gpu_worker is set but no worker advertises the GPU resource; start one "
-                               "with `dask worker ... --resources GPU=1`, or unset train.on_gpu_worker")
-        meta = client.submit(fit_tiles, *args, resources={"GPU": 1}, pure=False).result()
-    else:
-        meta = fit_tiles(*args)
+    meta = here_or_on_gpu(client, tcfg.on_gpu_worker, fit_tiles, *args)
     return wxtrain._summary(meta, model_dir, "trained").replace(" images", " tiles")

@@ -16,7 +16,7 @@ from wxdask import model as wxmodel
 from wxdask import store as wxstore
 from wxdask import train as wxtrain
 from wxdask.config import Config, StoreConfig
-from wxdask.errors import ConfigError, ModelError, StoreLayoutError
+from wxdask.errors import ModelError, StoreLayoutError
 from wxdask.evaluate.core import (
     THRESHOLDS,
     _stat_names,
@@ -200,9 +200,12 @@ def run(cfg: Config, client: Client | None) -> str:
         If the model directory is missing, corrupt, or for another grid.
     StoreLayoutError
         If the store lacks ``refc`` or the held-out days hold no image.
+    ConfigError, ClusterError
+        With ``train.on_gpu_worker`` and no cluster, or no worker with the GPU resource
+        (:func:`wxdask.client.here_or_on_gpu`).
     """
     from wxdask import store
-    from wxdask.client import gpu_workers
+    from wxdask.client import here_or_on_gpu
     from wxdask.eof import fit_pca
 
     ecfg = cfg.evaluate
@@ -238,12 +241,7 @@ def run(cfg: Config, client: Client | None) -> str:
 
     # Autoencoder: here, or as one task on a GPU worker.
     args = (cfg.store, str(model_dir), held, clip_max, ecfg.batch_size, ecfg.n_examples)
-    if cfg.train.on_gpu_worker:
-        if client is None or not gpu_workers(client):
-            raise ConfigError("train.on_gpu_worker is set but there is no worker with the GPU resource")
-        ae = client.submit(autoencoder_stats, *args, resources={"GPU": 1}, pure=False).result()
-    else:
-        ae = autoencoder_stats(*args)
+    ae = here_or_on_gpu(client, cfg.train.on_gpu_worker, autoencoder_stats, *args)
     ae_scores = scores_from_stats(ae["stats"])
     logger.info("autoencoder: %s", _fmt(ae_scores))
 

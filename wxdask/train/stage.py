@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 from wxdask import model as wxmodel
 from wxdask.config import Config
-from wxdask.errors import ClusterError, ConfigError
 from wxdask.train.fitting import fit
 from wxdask.train.plan import plan_training
 
@@ -44,7 +43,7 @@ def run(cfg: Config, client: Client | None) -> str:
         Before anything is written.
     """
     from wxdask import store
-    from wxdask.client import gpu_workers
+    from wxdask.client import here_or_on_gpu
 
     ds = store.open_input(cfg.store, ["refc", "status"])
     plan = plan_training(ds, cfg.model, cfg.train, cfg.store.url)
@@ -57,20 +56,8 @@ def run(cfg: Config, client: Client | None) -> str:
         logger.info("%s already holds a model trained for %d epochs; nothing to do", model_dir, meta["epochs_done"])
         return _summary(meta, model_dir, "already trained")
 
-    if cfg.train.on_gpu_worker:
-        if client is None:
-            raise ConfigError("train.on_gpu_worker needs a Dask cluster; got no client")
-        if not gpu_workers(client):
-            raise ClusterError(
-                "train.on_gpu_worker is set but no worker advertises the GPU resource; start one with "
-                "`dask worker ... --resources GPU=1` (or set dask.gpu_workers), or unset train.on_gpu_worker"
-            )
-        logger.info("training on a GPU worker")
-        future = client.submit(fit, cfg.store, cfg.train, plan, resources={"GPU": 1}, pure=False,
-                               key=f"wxdask-train-{os.getpid()}-{id(plan):x}")
-        meta = future.result()
-    else:
-        meta = fit(cfg.store, cfg.train, plan)
+    meta = here_or_on_gpu(client, cfg.train.on_gpu_worker, fit, cfg.store, cfg.train, plan,
+                          key=f"wxdask-train-{os.getpid()}-{id(plan):x}")
     return _summary(meta, model_dir, "trained")
 
 
